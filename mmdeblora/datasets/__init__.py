@@ -1,0 +1,9 @@
+from .checked_dota import AnnotationError, CheckedDOTADataset
+from .class_groups import (DOTA_CLASSES, DOTA_GROUPS, check_groups,
+                           groups_from_counts)
+from .toy_dota import make_toy_dota
+
+__all__ = [
+    'AnnotationError', 'CheckedDOTADataset', 'DOTA_CLASSES', 'DOTA_GROUPS',
+    'check_groups', 'groups_from_counts', 'make_toy_dota'
+]

@@ -1,0 +1,1 @@
+"""The debLoRA method in plain torch: no runner, no registry."""

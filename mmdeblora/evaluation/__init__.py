@@ -1,0 +1,3 @@
+from .group_dota_metric import GroupDOTAMetric
+
+__all__ = ['GroupDOTAMetric']

@@ -1,0 +1,54 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out R.pkl]``."""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmdeblora.utils.launch import (add_common_args, build_runner,  # noqa: E402
+                                    load_config, register_all)
+from mmdeblora.utils.preflight import check_inputs  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump predictions to a .pkl file')
+    parser.add_argument('--show', action='store_true', help='show predictions')
+    parser.add_argument('--show-dir', help='save painted predictions under the work dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='show interval (s)')
+    add_common_args(parser)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    register_all()
+    cfg = load_config(args)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    check_inputs(cfg, 'test')
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        vis = cfg.default_hooks.get('visualization')
+        if vis is None:
+            raise RuntimeError('--show / --show-dir need default_hooks.visualization')
+        vis['draw'] = True
+        if args.show:
+            vis['show'], vis['wait_time'] = True, args.wait_time
+        if args.show_dir:
+            vis['test_out_dir'] = args.show_dir
+
+    runner = build_runner(cfg)
+    if args.out is not None:
+        from mmengine.evaluator import DumpResults
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {args.out!r}')
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
