@@ -1,0 +1,69 @@
+"""Shared fixtures: a small generated toy DOTA, the real samples, and tool runners."""
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import List
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED_DATA = os.environ.get('MMDEBLORA_SHARED_DATA',
+                             osp.join(REPO, '..', 'shared', 'data'))
+TOY_CFG = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_r18_toy.py')
+
+# Settings that make one training run of a toy config take seconds on 2 CPU cores.
+FAST_TRAIN_OPTIONS = [
+    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+    'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+    'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
+    'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+    'val_evaluator.nproc=1', 'test_evaluator.nproc=1',
+    'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
+]
+
+
+def make_small_toy(out: str, seed: int = 0) -> dict:
+    from mmdeblora.datasets.toy_dota import make_toy_dota
+    return make_toy_dota(out, seed=seed, img_size=256, max_count=40,
+                         imbalance_ratio=20, objects_per_image=8,
+                         test_fraction=0.1, test_min_per_class=1, log=None)
+
+
+@pytest.fixture(scope='session')
+def toy_root(tmp_path_factory) -> str:
+    """A small generated toy DOTA (256 px images, 40 instances in the largest class)."""
+    root = str(tmp_path_factory.mktemp('toy_dota'))
+    make_small_toy(root)
+    return root
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> str:
+    """The folder with the real DOTA samples (MMDEBLORA_SHARED_DATA, ../shared/data)."""
+    if not osp.isdir(osp.join(SHARED_DATA, 'dota_samples')):
+        pytest.skip(f'real DOTA samples not found at {SHARED_DATA} '
+                    '(set MMDEBLORA_SHARED_DATA)')
+    return SHARED_DATA
+
+
+def run_tool(script: str, *args: str, check: bool = True,
+             timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` in a fresh interpreter, as a user would."""
+    cmd = [sys.executable, osp.join(REPO, 'tools', script), *args]
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
+    return proc
+
+
+def toy_options(root: str, extra: List[str] = ()) -> List[str]:
+    """--cfg-options that point a toy config at ``root`` and make it fast."""
+    return ['--cfg-options',
+            f'train_dataloader.dataset.data_root={root}/',
+            f'val_dataloader.dataset.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/',
+            *FAST_TRAIN_OPTIONS, *extra]
