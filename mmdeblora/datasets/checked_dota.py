@@ -45,7 +45,7 @@ class CheckedDOTADataset(DOTADataset):
         for lineno, line in enumerate(lines, 1):
             fields = line.split()
             where = f'{path}:{lineno}'
-            if lineno <= 2 and fields and fields[0].rstrip(':') in ('imagesource', 'gsd'):
+            if lineno <= 2 and fields and fields[0].split(':')[0] in ('imagesource', 'gsd'):
                 raise AnnotationError(
                     f'{where}: this is a raw DOTA labelTxt file ({fields[0]!r} header); '
                     'split the images first with mmrotate\'s '

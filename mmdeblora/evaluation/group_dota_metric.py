@@ -79,6 +79,8 @@ class GroupDOTAMetric(DOTAMetric):
         classes = list(self.dataset_meta['classes'])
         dets = [pred['pred_bbox_scores'] for pred in preds]
         groups = self.class_groups()
+        if self.outfile_prefix is not None:  # as upstream: keep the json results
+            self.results2json(preds, self.outfile_prefix)
 
         eval_results: Dict[str, float] = OrderedDict()
         mean_aps, class_aps, num_gts = [], [], None

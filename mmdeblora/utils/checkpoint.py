@@ -1,9 +1,14 @@
 """Load mmengine checkpoints with torch's ``weights_only=True`` kept on.
 
-mmengine 0.10.7 pickles a few of its own objects (the message hub's ``HistoryBuffer``,
-numpy scalars and arrays in ``meta``) into checkpoints; torch >= 2.6 refuses them under
+mmengine 0.10.7 pickles a few of its own objects into checkpoints: the message hub's
+``HistoryBuffer`` and numpy arrays and scalars in ``meta``; torch >= 2.6 refuses them under
 ``weights_only=True``. We allow-list exactly those classes instead of turning the check off
-(``weights_only=False`` lets a checkpoint file run arbitrary code).
+(turning ``weights_only`` off lets a checkpoint file run arbitrary code).
+
+``HistoryBuffer.__getstate__`` also stores its statistics *functions* (``min``, ``max``,
+``mean``, ``current``), which pickle as ``getattr(HistoryBuffer, 'min')``. Allow-listing
+``getattr`` would let a checkpoint call any attribute of any allow-listed object, so instead
+we save those four defaults by omission: ``__setstate__`` restores them anyway.
 """
 from typing import List
 
@@ -30,7 +35,19 @@ def checkpoint_safe_globals() -> List:
     return [HistoryBuffer, *_numpy_globals()]
 
 
+def _history_buffer_getstate(self) -> dict:
+    """Like upstream, without the default statistics functions (restored on load)."""
+    defaults = {name: getattr(type(self), name) for name in
+                ('min', 'max', 'current', 'mean')}
+    state = dict(self.__dict__)
+    state['statistics_methods'] = {
+        k: v for k, v in self._statistics_methods.items() if defaults.get(k) is not v}
+    return state
+
+
 def register_checkpoint_safe_globals() -> None:
     """Allow-list mmengine's checkpoint contents for ``torch.load(weights_only=True)``."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_getstate
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals(checkpoint_safe_globals())

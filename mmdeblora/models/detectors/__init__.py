@@ -1,1 +1,3 @@
-__all__ = []
+from .deblora_faster_rcnn import DebLoRAFasterRCNN
+
+__all__ = ['DebLoRAFasterRCNN']

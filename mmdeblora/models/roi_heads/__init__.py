@@ -1,1 +1,3 @@
-__all__ = []
+from .reslt_bbox_head import ResLTBBoxHead, ResLTClassifier
+
+__all__ = ['ResLTBBoxHead', 'ResLTClassifier']

@@ -1,0 +1,7 @@
+# (d) LoRA + ECM on the toy data: effective class-margin loss with C + 1 sigmoid outputs
+# in the RoI classifier; the counts come from the training set (ClassStatsHook).
+_base_ = './oriented_rcnn_r18_lora_toy.py'
+
+model = dict(roi_head=dict(bbox_head=dict(loss_cls=dict(
+    _delete_=True, type='ECMLoss', num_classes=15, class_counts='auto'))))
+custom_hooks = [dict(type='ClassStatsHook', groups='dota')]

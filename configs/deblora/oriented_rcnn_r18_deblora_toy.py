@@ -1,0 +1,21 @@
+# debLoRA on the toy DOTA: Oriented R-CNN, LoRA ResNet-18 (rank 8, adapter 'default').
+# Same 6 epochs in total as ../baselines/oriented_rcnn_r18_lora_toy.py (the LoRA-only
+# baseline): stage 1 = epochs 0-3 (LoRA), then DebLoRAHook clusters the stage-1 instance
+# features (K = 32), calibrates the tail classes and stage 2 = epochs 4-5 trains the new
+# 'deblora' adapter (rank 8, the backbone's config) with the feature loss; the stage-1
+# adapter and the neck are frozen.
+_base_ = '../baselines/oriented_rcnn_r18_lora_toy.py'
+
+model = dict(type='DebLoRAFasterRCNN')
+
+custom_hooks = [
+    dict(type='DebLoRAHook',
+         switch_epoch=4,            # stage-1 epochs
+         num_clusters=32,
+         kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
+         weighting='balanced',      # or 'class_share'
+         alpha_mode='fixed', alpha=0.5,
+         calibrate_groups=['tail'],
+         loss_weight=1.0,
+         pool='avg', normalize=True),
+]

@@ -1,0 +1,123 @@
+"""De-biased class centers, per-class alpha and calibrated feature targets.
+
+n_kc = instances of class c in cluster k, n_k = size of cluster k. The de-biased center of
+class c is h_c = sum_k w_kc mu_k with sum_k w_kc = 1:
+
+- ``class_share``: w_kc proportional to n_kc (the clusters where c's samples fall);
+- ``balanced``:    w_kc proportional to n_kc / n_k (a cluster filled with head samples
+  weighs less, so h_c moves toward the clusters that are "c's own").
+
+A calibrated instance z of class c gets the target z_hat = (1 - alpha_c) z + alpha_c h_c.
+"""
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+WEIGHTINGS = ('class_share', 'balanced')
+ALPHA_MODES = ('fixed', 'imbalance')
+
+
+def count_matrix(cluster_labels: Tensor, class_labels: Tensor, num_clusters: int,
+                 num_classes: int) -> Tensor:
+    """The cluster x class count matrix n_kc [K, C] (int64)."""
+    if cluster_labels.shape != class_labels.shape:
+        raise ValueError('cluster and class labels differ in shape: '
+                         f'{tuple(cluster_labels.shape)} vs {tuple(class_labels.shape)}')
+    if class_labels.numel() and (class_labels.min() < 0 or
+                                 class_labels.max() >= num_classes):
+        raise ValueError(f'class labels must lie in [0, {num_classes})')
+    flat = cluster_labels.long() * num_classes + class_labels.long().to(
+        cluster_labels.device)
+    return torch.bincount(flat, minlength=num_clusters * num_classes).view(
+        num_clusters, num_classes)
+
+
+def center_weights(counts: Tensor, weighting: str = 'balanced') -> Tensor:
+    """w_kc [K, C], each column summing to 1; all-zero columns for absent classes."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f'weighting must be one of {WEIGHTINGS}, got {weighting!r}')
+    n = counts.double()
+    if weighting == 'balanced':
+        n = n / n.sum(1, keepdim=True).clamp(min=1)
+    col = n.sum(0, keepdim=True)
+    return torch.where(col > 0, n / col.clamp(min=1e-300), torch.zeros_like(n))
+
+
+def debiased_centers(centers: Tensor, counts: Tensor,
+                     weighting: str = 'balanced') -> Tensor:
+    """h_c = sum_k w_kc mu_k [C, D].
+
+    A class with no instance has no weights; it gets the size-weighted mean of all
+    centers (the data mean) so the result stays finite; its alpha is 0 anyway.
+    """
+    if counts.shape[0] != centers.shape[0]:
+        raise ValueError(f'{centers.shape[0]} centers but counts for {counts.shape[0]}')
+    w = center_weights(counts, weighting).to(centers)
+    h = w.T @ centers
+    absent = counts.sum(0) == 0
+    if absent.any():
+        sizes = counts.sum(1).to(centers)
+        h[absent.to(h.device)] = (sizes @ centers) / sizes.sum().clamp(min=1)
+    return h
+
+
+def class_alphas(class_counts: Sequence[int], calibrated: Sequence[bool],
+                 mode: str = 'fixed', alpha: float = 0.5,
+                 alpha_max: float = 0.5) -> Tensor:
+    """alpha_c [C]: 0 for uncalibrated or absent classes.
+
+    ``fixed``: ``alpha`` for every calibrated class. ``imbalance``: rarer classes more,
+    alpha_c = alpha_max * log(n_max / n_c) / log(n_max / n_min), clipped to
+    [0, alpha_max]; n_max / n_min over all classes present. Without imbalance
+    (n_max == n_min) every calibrated class gets alpha_max.
+    """
+    n = torch.as_tensor(class_counts, dtype=torch.float64)
+    cal = torch.as_tensor(calibrated, dtype=torch.bool)
+    if n.shape != cal.shape:
+        raise ValueError(f'{n.numel()} class counts but {cal.numel()} calibrated flags')
+    if mode not in ALPHA_MODES:
+        raise ValueError(f'alpha mode must be one of {ALPHA_MODES}, got {mode!r}')
+    present = n > 0
+    if mode == 'fixed':
+        if not 0 <= alpha <= 1:
+            raise ValueError(f'alpha must lie in [0, 1], got {alpha}')
+        a = torch.full_like(n, float(alpha))
+    else:
+        if not 0 <= alpha_max <= 1:
+            raise ValueError(f'alpha_max must lie in [0, 1], got {alpha_max}')
+        if not present.any():
+            a = torch.zeros_like(n)
+        else:
+            n_max, n_min = float(n[present].max()), float(n[present].min())
+            if n_max == n_min:
+                a = torch.full_like(n, float(alpha_max))
+            else:
+                ratio = torch.log(n_max / n.clamp(min=1)) / math.log(n_max / n_min)
+                a = (alpha_max * ratio).clamp(0, alpha_max)
+    return torch.where(cal & present, a, torch.zeros_like(a)).float()
+
+
+def calibrate(z: Tensor, labels: Tensor, class_centers: Tensor, alphas: Tensor) -> Tensor:
+    """z_hat = (1 - alpha_c) z + alpha_c h_c; classes with alpha 0 keep z."""
+    a = alphas.to(z)[labels][:, None]
+    return (1 - a) * z + a * class_centers.to(z)[labels]
+
+
+def calibrated_mask(num_classes: int, class_names: Sequence[str],
+                    groups: dict, calibrate_groups: Sequence[str] = ('tail',),
+                    extra: Optional[Sequence[str]] = None) -> list:
+    """Which classes are calibrated: members of the named groups (plus ``extra``)."""
+    names = set(extra or ())
+    for g in calibrate_groups:
+        if g not in groups:
+            raise ValueError(f'unknown group {g!r}; groups are {list(groups)}')
+        names.update(groups[g])
+    unknown = names - set(class_names)
+    if unknown:
+        raise ValueError(f'calibrated classes {sorted(unknown)} are not in the '
+                         f'classes {list(class_names)}')
+    if len(class_names) != num_classes:
+        raise ValueError(f'{len(class_names)} class names for {num_classes} classes')
+    return [c in names for c in class_names]

@@ -1,0 +1,88 @@
+"""Class statistics come from the real dataset, honour its filters, and are cached."""
+import json
+import os
+import os.path as osp
+
+import pytest
+
+from mmdeblora.datasets import (DOTA_GROUPS, config_class_stats,
+                                load_or_compute_class_stats, resolve_groups)
+from tests.conftest import TOY_CFG
+
+LINE = '10 10 30 10 30 20 10 20 {} {}'
+
+
+def _toy_cfg(root):
+    from mmengine.config import Config
+    cfg = Config.fromfile(TOY_CFG)
+    cfg.train_dataloader.dataset.data_root = root + '/'
+    return cfg
+
+
+def test_auto_counts_equal_generator_summary(toy_root, tmp_path):
+    stats = config_class_stats(_toy_cfg(toy_root), work_dir=str(tmp_path))
+    with open(osp.join(toy_root, 'summary.json')) as fh:
+        summary = json.load(fh)
+    assert stats.counts_dict() == summary['counts']['trainval']
+    assert stats.num_images == summary['num_images']['trainval']
+    cached = json.load(open(tmp_path / 'class_stats.json'))
+    assert cached['counts'] == summary['counts']['trainval']
+
+
+def _write_split(root, files):
+    ann = osp.join(root, 'trainval', 'annfiles')
+    os.makedirs(ann, exist_ok=True)
+    os.makedirs(osp.join(root, 'trainval', 'images'), exist_ok=True)
+    for name, lines in files.items():
+        with open(osp.join(ann, name + '.txt'), 'w') as fh:
+            fh.write(''.join(line + '\n' for line in lines))
+
+
+def _ds_cfg(root, **kw):
+    return dict(type='CheckedDOTADataset', data_root=root + '/',
+                ann_file='trainval/annfiles/', data_prefix=dict(img_path='trainval/images/'),
+                **kw)
+
+
+def test_ignored_instances_and_filtered_images(tmp_path):
+    root = str(tmp_path / 'data')
+    _write_split(root, {
+        'a': [LINE.format('plane', 0), LINE.format('plane', 2), LINE.format('ship', 0)],
+        'b': [LINE.format('ship', 1)],
+        'c': [],  # an image without objects
+    })
+    # diff_thr=1: difficulty 2 is ignored (mmdet packs it into ignored_instances)
+    stats = load_or_compute_class_stats(
+        _ds_cfg(root, diff_thr=1, filter_cfg=dict(filter_empty_gt=True)), groups='dota')
+    counts = stats.counts_dict()
+    assert counts['plane'] == 1 and counts['ship'] == 2 and sum(stats.counts) == 3
+    assert stats.num_images == 2  # 'c' filtered out by filter_cfg
+    kept = load_or_compute_class_stats(_ds_cfg(root, filter_cfg=dict(filter_empty_gt=False)))
+    assert kept.num_images == 3 and kept.counts_dict()['plane'] == 2  # default diff_thr=100
+
+
+def test_cache_reused_only_when_fingerprint_matches(tmp_path):
+    root = str(tmp_path / 'data')
+    _write_split(root, {'a': [LINE.format('plane', 0)]})
+    wd = str(tmp_path / 'wd')
+    load_or_compute_class_stats(_ds_cfg(root), wd)
+    path = osp.join(wd, 'class_stats.json')
+    data = json.load(open(path))
+    data['counts']['plane'] = 99  # a cache hit must return the file's numbers
+    json.dump(data, open(path, 'w'))
+    assert load_or_compute_class_stats(_ds_cfg(root), wd).counts_dict()['plane'] == 99
+    # another diff_thr changes the fingerprint: recounted from the annotations
+    assert load_or_compute_class_stats(_ds_cfg(root, diff_thr=5),
+                                       wd).counts_dict()['plane'] == 1
+
+
+def test_groups_from_config_or_counts():
+    classes = ['a', 'b', 'c']  # shares 90 %, 9.5 %, 0.5 %: head >= 10 %, tail < 1 %
+    assert resolve_groups(classes, [180, 19, 1]) == dict(head=['a'], middle=['b'],
+                                                       tail=['c'])
+    assert resolve_groups(classes, [0, 5, 0], dict(tail=['a'])) == dict(
+        head=[], middle=[], tail=['a'])
+    dota = resolve_groups(list(DOTA_GROUPS['head']) + ['helicopter'], [1] * 5, 'dota')
+    assert dota['tail'] == ['helicopter'] and dota['middle'] == []
+    with pytest.raises(ValueError, match='unknown class'):
+        resolve_groups(classes, [1, 1, 1], dict(head=['zebra']))

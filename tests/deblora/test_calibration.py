@@ -1,0 +1,90 @@
+"""Counts, both center weightings, alpha modes and calibration on hand-computed cases."""
+import math
+
+import pytest
+import torch
+
+from mmdeblora.deblora import (DebiasState, calibrate, calibrated_mask, class_alphas,
+                               count_matrix, debiased_centers, fit_debias)
+
+# 2 clusters, 3 classes. Cluster 0: 6 of class 0, 2 of class 2; cluster 1: 2 of class 1,
+# 2 of class 2.
+CLUSTERS = torch.tensor([0] * 8 + [1] * 4)
+CLASSES = torch.tensor([0] * 6 + [2] * 2 + [1] * 2 + [2] * 2)
+MU = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_count_matrix():
+    n = count_matrix(CLUSTERS, CLASSES, 2, 3)
+    assert n.tolist() == [[6, 0, 2], [0, 2, 2]]
+
+
+def test_class_share_centers():
+    h = debiased_centers(MU, count_matrix(CLUSTERS, CLASSES, 2, 3), 'class_share')
+    # class 2: w = (2/4, 2/4)
+    assert torch.allclose(h, torch.tensor([[1, 0], [0, 1], [0.5, 0.5]]))
+
+
+def test_balanced_centers():
+    h = debiased_centers(MU, count_matrix(CLUSTERS, CLASSES, 2, 3), 'balanced')
+    # class 2: n_kc / n_k = (2/8, 2/4) -> w = (1/3, 2/3): the head-filled cluster 0 weighs less
+    assert torch.allclose(h[2], torch.tensor([1 / 3, 2 / 3]))
+    assert torch.allclose(h[:2], MU)
+
+
+def test_absent_class_gets_finite_center_and_zero_alpha():
+    counts = torch.tensor([[3, 0], [1, 0]])
+    h = debiased_centers(MU, counts, 'balanced')
+    assert torch.isfinite(h).all()
+    assert torch.allclose(h[1], torch.tensor([0.75, 0.25]))  # size-weighted data mean
+    a = class_alphas([4, 0], [True, True], 'imbalance')
+    assert a.tolist() == [0.5, 0.0]
+
+
+def test_alpha_fixed_and_imbalance():
+    counts = [100, 10, 1, 50]
+    cal = [False, True, True, True]
+    assert class_alphas(counts, cal, 'fixed', alpha=0.3).tolist() == pytest.approx(
+        [0, 0.3, 0.3, 0.3])
+    a = class_alphas(counts, cal, 'imbalance', alpha_max=0.8)
+    expect = [0, 0.8 * math.log(10) / math.log(100), 0.8, 0.8 * math.log(2) / math.log(100)]
+    assert a.tolist() == pytest.approx(expect, rel=1e-5)
+    # no imbalance: every calibrated class gets alpha_max
+    assert class_alphas([5, 5], [True, False], 'imbalance').tolist() == [0.5, 0]
+    with pytest.raises(ValueError):
+        class_alphas(counts, cal, 'bogus')
+
+
+def test_calibrate_moves_only_calibrated_classes():
+    z = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    y = torch.tensor([0, 1])
+    h = torch.tensor([[9.0, 9.0], [0.0, 4.0]])
+    out = calibrate(z, y, h, torch.tensor([0.0, 0.25]))
+    assert torch.allclose(out, torch.tensor([[0.0, 0.0], [1.5, 2.5]]))
+
+
+def test_calibrated_mask():
+    groups = dict(head=['a'], tail=['c'], middle=['b'])
+    assert calibrated_mask(3, ['a', 'b', 'c'], groups) == [False, False, True]
+    assert calibrated_mask(3, ['a', 'b', 'c'], groups, ('tail', 'middle')) == [
+        False, True, True]
+    with pytest.raises(ValueError, match='unknown group'):
+        calibrated_mask(3, ['a', 'b', 'c'], groups, ('rare',))
+
+
+def test_fit_debias_zero_class_fewer_than_k_and_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    z = torch.randn(10, 4)
+    y = torch.tensor([0] * 8 + [1] * 2)  # class 2 has no instance, 10 points < K=32
+    st = fit_debias(z, y, ['a', 'b', 'c'], [False, True, True], num_clusters=32,
+                    alpha_mode='imbalance')
+    assert st.centers.shape == (10, 4) and st.counts.sum() == 10
+    assert st.class_counts.tolist() == [8, 2, 0]
+    assert st.alphas[2] == 0 and st.alphas[1] == pytest.approx(0.5)
+    assert torch.isfinite(st.class_centers).all()
+    st.save(str(tmp_path))
+    back = DebiasState.load(str(tmp_path))
+    assert torch.equal(back.counts, st.counts) and torch.equal(back.alphas, st.alphas)
+    assert back.class_names == st.class_names and back.weighting == st.weighting
+    back2 = DebiasState.from_dict(st.to_dict())
+    assert torch.equal(back2.class_centers, st.class_centers)
