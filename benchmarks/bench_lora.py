@@ -11,10 +11,11 @@ backbone parameter except the frozen VAE (SD) ; LoRA trains only the adapters (p
 the UNet attention projections for SD, on conv1/conv2 for ResNet-18).
 
 Each variant runs in its own child process so their memory does not mix. Peak memory:
-on CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; on the CPU the process's
-peak resident set size (``ru_maxrss``) minus its resident size just before the first step,
-i.e. the extra memory training needs on top of the built model (tracemalloc cannot see
-torch's CPU allocations).
+the extra memory training needs on top of the built model (gradients, AdamW states,
+activations), from before the first (warm-up) step to the end: on CUDA
+``torch.cuda.max_memory_allocated`` minus the allocated memory before; on the CPU the
+process's peak resident set size (``ru_maxrss``) minus its resident size before
+(tracemalloc cannot see torch's CPU allocations).
 """
 import argparse
 import json
@@ -90,12 +91,14 @@ def run_variant(args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
+    # memory is counted from the built model on: gradients, optimizer states and
+    # activations all belong to training (the warm-up steps allocate the AdamW states)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base_mem = torch.cuda.memory_allocated()
     base_rss = rss_bytes()
+    for _ in range(args.warmup):
+        step()
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -143,7 +146,7 @@ def main() -> None:
     full, lora = results['full'], results['lora']
     mib = 2 ** 20
     mem_kind = 'CUDA max_memory_allocated' if args.device.startswith('cuda') \
-        else 'CPU peak RSS above the RSS before the first step'
+        else 'CPU peak RSS (ru_maxrss) above the RSS of the built model'
     print(f'\nbackbone={args.backbone} input={args.batch}x3x{args.size}x{args.size} '
           f'device={args.device} autocast={args.autocast} grad_ckpt={args.grad_ckpt} '
           f'rank={args.rank} steps={args.steps} (median)')

@@ -7,7 +7,7 @@ Builds the model of CONFIG, loads CHECKPOINT (``weights_only=True``), merges the
 adapters of every ``LoRABackbone`` (or the ``--adapters`` given) into the wrapped backbone's
 weights and writes a plain mmengine checkpoint (``meta`` + ``state_dict``) whose keys are
 those of the same model *without* LoRA, plus ``OUT.py``: CONFIG with each LoRABackbone
-replaced by the backbone it wraps, so ``tools/test.py OUT.py OUT.pth`` runs without peft.
+replaced by the backbone it wraps, so ``tools/test.py OUT.py OUT.pth`` runs the plain model.
 ``--save-adapters DIR`` also writes the adapters alone (one safetensors file per adapter
 and ``adapters.json``, a sub-folder per LoRABackbone) next to the checkpoint.
 """

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .calibration import class_alphas, count_matrix, debiased_centers
+from .calibration import calibrate, class_alphas, count_matrix, debiased_centers
 from .kmeans import kmeans
 
 _TENSORS = ('centers', 'counts', 'class_centers', 'alphas', 'calibrated')
@@ -34,6 +34,7 @@ class DebiasState:
     pool: str = 'avg'
     normalize: bool = True
     inertia: float = float('nan')
+    loss_scale: float = 1.0  # mean ||z - z_hat||^2 over the extracted instances
     stats: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -48,7 +49,8 @@ class DebiasState:
         d = {k: getattr(self, k).detach().cpu() for k in _TENSORS}
         d.update(class_names=list(self.class_names), weighting=self.weighting,
                  alpha_mode=self.alpha_mode, pool=self.pool, normalize=self.normalize,
-                 inertia=float(self.inertia), stats=dict(self.stats))
+                 inertia=float(self.inertia), loss_scale=float(self.loss_scale),
+                 stats=dict(self.stats))
         return d
 
     @classmethod
@@ -95,11 +97,13 @@ def fit_debias(z: Tensor, labels: Tensor, class_names: Sequence[str],
     num_classes = len(class_names)
     counts = count_matrix(km.labels.cpu(), labels.cpu(), km.centers.shape[0], num_classes)
     centers = km.centers.cpu().float()
+    h = debiased_centers(centers, counts, weighting)
+    alphas = class_alphas(counts.sum(0).tolist(), calibrated, alpha_mode, alpha, alpha_max)
+    zc, yc = z.cpu().float(), labels.cpu().long()
+    gap = float(((zc - calibrate(zc, yc, h, alphas)) ** 2).sum(1).mean())
     return DebiasState(
-        centers=centers, counts=counts,
-        class_centers=debiased_centers(centers, counts, weighting),
-        alphas=class_alphas(counts.sum(0).tolist(), calibrated, alpha_mode, alpha,
-                            alpha_max),
+        centers=centers, counts=counts, class_centers=h, alphas=alphas,
         calibrated=torch.as_tensor(list(calibrated), dtype=torch.bool),
         class_names=list(class_names), weighting=weighting, alpha_mode=alpha_mode,
-        pool=pool, normalize=normalize, inertia=km.inertia)
+        pool=pool, normalize=normalize, inertia=km.inertia,
+        loss_scale=gap if gap > 0 else 1.0)

@@ -82,6 +82,8 @@ def test_fit_debias_zero_class_fewer_than_k_and_roundtrip(tmp_path):
     assert st.class_counts.tolist() == [8, 2, 0]
     assert st.alphas[2] == 0 and st.alphas[1] == pytest.approx(0.5)
     assert torch.isfinite(st.class_centers).all()
+    gap = ((z - calibrate(z, y, st.class_centers, st.alphas)) ** 2).sum(1).mean()
+    assert st.loss_scale == pytest.approx(float(gap), rel=1e-5)
     st.save(str(tmp_path))
     back = DebiasState.load(str(tmp_path))
     assert torch.equal(back.counts, st.counts) and torch.equal(back.alphas, st.alphas)

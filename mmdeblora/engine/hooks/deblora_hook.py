@@ -79,6 +79,10 @@ class DebLoRAHook(Hook):
             counts) or a dict group -> class names.
         calibrate_groups: groups whose classes are calibrated (default tail only).
         loss_weight: lambda of the feature loss.
+        loss_normalize: divide the feature loss by the mean calibration gap
+            ||z - z_hat||^2 of the extracted instances, so lambda means the same for any
+            backbone (the raw gap per instance was ~0.006 for the toy ResNet-18 and
+            ~0.6 for the tiny SD UNet).
         pool, normalize: how a RoI feature becomes a vector (see mmdeblora.deblora).
         max_per_class, sample_seed: cap of instances per class for clustering (seeded).
         adapter_name, adapter_cfg: the new adapter (``rank``, ``alpha``, ...; default the
@@ -107,6 +111,7 @@ class DebLoRAHook(Hook):
                  groups: Union[str, Dict[str, List[str]]] = 'dota',
                  calibrate_groups: Sequence[str] = ('tail', ),
                  loss_weight: float = 1.0,
+                 loss_normalize: bool = True,
                  pool: str = 'avg',
                  normalize: bool = True,
                  max_per_class: Optional[int] = None,
@@ -131,6 +136,7 @@ class DebLoRAHook(Hook):
         self.alpha, self.alpha_max = alpha, alpha_max
         self.groups, self.calibrate_groups = groups, tuple(calibrate_groups)
         self.loss_weight, self.pool, self.normalize = loss_weight, pool, normalize
+        self.loss_normalize = loss_normalize
         self.max_per_class, self.sample_seed = max_per_class, sample_seed
         self.adapter_name, self.adapter_cfg = adapter_name, dict(adapter_cfg or {})
         self.stage1_adapters = list(stage1_adapters)
@@ -169,23 +175,25 @@ class DebLoRAHook(Hook):
         self.enter_stage2(runner, DebiasState.from_dict(info['state']))
 
     # ------------------------------------------------------------------ the switch
-    def switch(self, runner) -> None:
-        """Extract, cluster, calibrate, log and enter stage 2 (all ranks)."""
+    def compute_state(self, runner):
+        """Steps 1-4 on the current model: returns (state, z, y, groups); no switch.
+
+        Used by ``switch`` and by tools/debias.py on a stage-1 checkpoint.
+        """
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         log = runner.logger.info
-        log(f'DebLoRAHook: end of stage 1 at epoch {runner.epoch}, extracting features')
+        loader = self._extract_loader(runner)
         was_training = model.training
         model.eval()
         try:
-            z, y = extract_dataset_features(
-                model, self._extract_loader(runner), self.pool, self.normalize,
-                log_fn=log, log_interval=self.log_interval)
+            z, y = extract_dataset_features(model, loader, self.pool, self.normalize,
+                                            log_fn=log, log_interval=self.log_interval)
         finally:
             model.train(was_training)
         z, y = gather_cat(z), gather_cat(y)
         keep = cap_per_class(y, self.max_per_class, self.sample_seed)
         z, y = z[keep], y[keep]
-        classes = list(runner.train_dataloader.dataset.metainfo['classes'])
+        classes = list(loader.dataset.metainfo['classes'])
         groups = self._groups(classes, y)
         cal = calibrated_mask(len(classes), classes, groups, self.calibrate_groups)
         km = dict(self.kmeans)
@@ -196,8 +204,15 @@ class DebLoRAHook(Hook):
         z_hat = calibrate(z, y, state.class_centers, state.alphas)
         state.stats = dict(before=feature_stats(z, y, classes, groups),
                            after=feature_stats(z_hat, y, classes, groups))
-        self.switched_at = runner.epoch
         self.log_state(state, log)
+        return state, z, y, groups
+
+    def switch(self, runner) -> None:
+        """Extract, cluster, calibrate, log and enter stage 2 (all ranks)."""
+        runner.logger.info(f'DebLoRAHook: end of stage 1 at epoch {runner.epoch}, '
+                           'extracting features')
+        state = self.compute_state(runner)[0]
+        self.switched_at = runner.epoch
         if dist.is_main_process():
             out = osp.join(runner.work_dir, 'deblora')
             os.makedirs(out, exist_ok=True)
@@ -225,7 +240,8 @@ class DebLoRAHook(Hook):
         if self.freeze_neck and getattr(model, 'neck', None) is not None:
             model.neck.requires_grad_(False)
         model.set_debias(state.class_centers, state.alphas, self.loss_weight, state.pool,
-                         state.normalize, self.stage1_adapters)
+                         state.normalize, self.stage1_adapters,
+                         state.loss_scale if self.loss_normalize else 1.0)
         if is_model_wrapper(runner.model) and dist.get_world_size() > 1:
             # DDP registers the parameters that need grad when it is built: wrap again
             runner.model = runner.wrap_model(None, model)

@@ -37,7 +37,7 @@ _LORA_TARGET_TYPES = (nn.Linear, nn.Conv2d)
 
 
 def clora_adapter_name(class_name: str) -> str:
-    """The adapter name cLoRA uses for one class (``'small-vehicle'`` -> ``'clora_small_vehicle'``)."""
+    """Adapter name cLoRA uses for a class (`small-vehicle` -> `clora_small_vehicle`)."""
     return 'clora_' + re.sub(r'\W', '_', str(class_name))
 
 

@@ -1,8 +1,8 @@
 """Stage-2 debLoRA detector: FasterRCNN (mmrotate's Oriented R-CNN) plus a feature loss.
 
 Once ``set_debias`` has given it the de-biased class centers h_c and alpha_c, every GT
-instance of a training batch adds ``loss_weight * ||z - z_hat||^2`` (squared error summed
-over the feature dims, averaged over instances), where z is its RoI feature under the
+instance of a training batch adds ``loss_weight / loss_scale * ||z - z_hat||^2`` (squared
+error summed over the feature dims, averaged over instances), where z is its RoI feature under the
 current (debLoRA) model and z_hat = (1 - alpha_c) z1 + alpha_c h_c its calibrated target.
 
 Why targets are computed online: z1 is the stage-1 feature of *the same augmented
@@ -43,8 +43,16 @@ class DebLoRAFasterRCNN(FasterRCNN):
 
     def set_debias(self, class_centers: Tensor, alphas: Tensor, loss_weight: float = 1.0,
                    pool: str = 'avg', normalize: bool = True,
-                   stage1_adapters: Sequence[str] = ('default',)) -> None:
-        """Switch the feature loss on (called by DebLoRAHook at the stage switch)."""
+                   stage1_adapters: Sequence[str] = ('default',),
+                   loss_scale: float = 1.0) -> None:
+        """Switch the feature loss on (called by DebLoRAHook at the stage switch).
+
+        The loss is divided by ``loss_scale`` (the hook passes the mean calibration gap
+        ||z - z_hat||^2 of the extracted instances, so the loss starts near
+        ``loss_weight`` whatever the backbone's feature geometry).
+        """
+        if loss_scale <= 0:
+            raise ValueError(f'loss_scale must be > 0, got {loss_scale}')
         if not hasattr(self.backbone, 'adapters_only'):
             raise TypeError('the debLoRA feature loss needs a LoRABackbone, got '
                             f'{type(self.backbone).__name__}')
@@ -58,7 +66,8 @@ class DebLoRAFasterRCNN(FasterRCNN):
         self._debias = dict(class_centers=class_centers.detach().float(),
                             alphas=alphas.detach().float(), loss_weight=float(loss_weight),
                             pool=pool, normalize=bool(normalize),
-                            stage1_adapters=list(stage1_adapters))
+                            stage1_adapters=list(stage1_adapters),
+                            loss_scale=float(loss_scale))
 
     def clear_debias(self) -> None:
         self._debias = None
@@ -99,5 +108,5 @@ class DebLoRAFasterRCNN(FasterRCNN):
             loss = ((z - targets) ** 2).sum(1).mean()
         else:  # no GT in the batch: keep the graph connected for DDP
             loss = z.sum() * 0
-        losses['loss_deblora_feat'] = d['loss_weight'] * loss
+        losses['loss_deblora_feat'] = d['loss_weight'] / d['loss_scale'] * loss
         return losses

@@ -102,13 +102,17 @@ def test_optimizer_holds_new_adapter_not_frozen(trained):
 
 
 def test_feature_loss_decreases(trained):
+    # the run's own optimizer, lr and momentum, the config's lambda: full stage-2 steps
+    # on one fixed batch pull the debLoRA features toward their targets
     runner, _, _ = trained
     model = runner.model
+    hook = hook_of(runner)
+    assert model._debias['loss_weight'] == 0.2
+    assert hook.state.loss_scale > 0
+    assert model._debias['loss_scale'] == pytest.approx(hook.state.loss_scale)
     batch = next(iter(runner.train_dataloader))
-    for g in runner.optim_wrapper.optimizer.param_groups:
-        g['lr'] = 0.02
     losses = []
-    for _ in range(4):
+    for _ in range(5):
         out = model.train_step(copy.deepcopy(batch), runner.optim_wrapper)
         losses.append(float(out['loss_deblora_feat']))
     assert losses[0] > 0

@@ -94,6 +94,9 @@ def test_feature_loss_targets_and_gradients():
         want = 2.0 * ((z - calibrate(z, y, centers, alphas)) ** 2).sum(1).mean()
     assert losses['loss_deblora_feat'].item() == pytest.approx(want.item(), rel=1e-4)
     assert want > 0
+    m.set_debias(centers, alphas, loss_weight=2.0, loss_scale=4.0)
+    scaled = m.loss(inputs, samples)['loss_deblora_feat'].item()
+    assert scaled == pytest.approx(want.item() / 4, rel=1e-4)
 
     m.zero_grad()
     losses['loss_deblora_feat'].backward()
