@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The toy result tables of docs/baselines.md and docs/deblora.md: every run starts its
 # LoRA ResNet-18 from the same trained toy model (the main job's epoch_6.pth, FOUNDATION)
-# and trains 6 epochs on the generated long-tailed DOTA. Usage:
+# and trains 6 epochs on the generated long-tailed DOTA with the same seed (SEED, default 0),
+# so LoRA and debLoRA share their first 4 epochs and differ only in stage 2. Usage:
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
-# RUN in: lora reweight ecm reslt deblora deblora_cs
+# RUN in: lora reweight ecm reslt deblora, and the debLoRA ablations deblora_cs
+# (weighting=class_share), deblora_l1 / deblora_l005 (lambda 1.0 / 0.05), deblora_imb
+# (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_rerun (the default
+# again). An ablation resumes from the stage-1 checkpoint of the deblora run
+# ($OUT/deblora/epoch_4.pth) and trains stage 2 only: with the same seed the first 4 epochs
+# of every debLoRA run are the same (the logged losses match to the last digit); the
+# resumed run differs from a full one only in the global RNG state (RoI sampling), which
+# deblora_rerun measures.
 # Then: python tools/analysis/collect_results.py LoRA=work_dirs/results/lora ...
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -11,6 +19,7 @@ cd "$ROOT"
 PY="${PY:-.venv/bin/python}"
 FOUNDATION="${FOUNDATION:-work_dirs/oriented_rcnn_r18_toy/epoch_6.pth}"
 OUT="${OUT:-work_dirs/results}"
+SEED="${SEED:-0}"
 [ -f "$FOUNDATION" ] || { echo "missing $FOUNDATION: run tools/run_toy.sh first" >&2; exit 1; }
 [ -d data/toy_dota/trainval ] || $PY tools/data/make_toy_dota.py data/toy_dota
 B=configs/baselines
@@ -20,14 +29,28 @@ declare -A CFG=(
   [ecm]="$B/oriented_rcnn_r18_lora_ecm_toy.py"
   [reslt]="$B/oriented_rcnn_r18_lora_reslt_toy.py"
   [deblora]="configs/deblora/oriented_rcnn_r18_deblora_toy.py"
-  [deblora_cs]="configs/deblora/oriented_rcnn_r18_deblora_toy.py"
 )
-declare -A EXTRA=([deblora_cs]="custom_hooks.0.weighting=class_share")
+declare -A EXTRA=(
+  [deblora_cs]="custom_hooks.0.weighting=class_share"
+  [deblora_l1]="custom_hooks.0.loss_weight=1.0"
+  [deblora_l005]="custom_hooks.0.loss_weight=0.05"
+  [deblora_imb]="custom_hooks.0.alpha_mode=imbalance"
+  [deblora_mid]="custom_hooks.0.calibrate_groups=[middle,tail]"
+  [deblora_rerun]=""
+)
 RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=(lora reweight ecm reslt deblora deblora_cs)
 for run in "${RUNS[@]}"; do
-  cfg="${CFG[$run]:?unknown run $run}"
-  echo "[toy_results] $run: $cfg ${EXTRA[$run]:-}"
-  $PY tools/train.py "$cfg" --work-dir "$OUT/$run" \
-    --cfg-options model.backbone.pretrained="$FOUNDATION" ${EXTRA[$run]:-}
+  cfg="${CFG[$run]:-}"
+  resume=()
+  if [ -z "$cfg" ] && [ -n "${EXTRA[$run]+x}" ]; then
+    cfg="${CFG[deblora]}"
+    resume=(--resume "$OUT/deblora/epoch_4.pth")
+    [ -f "$OUT/deblora/epoch_4.pth" ] || { echo "run deblora first" >&2; exit 1; }
+  fi
+  [ -n "$cfg" ] || { echo "unknown run $run" >&2; exit 1; }
+  echo "[toy_results] $run: $cfg ${resume[*]} ${EXTRA[$run]:-}"
+  $PY tools/train.py "$cfg" --work-dir "$OUT/$run" "${resume[@]}" \
+    --cfg-options model.backbone.pretrained="$FOUNDATION" randomness.seed="$SEED" \
+    ${EXTRA[$run]:-}
 done
