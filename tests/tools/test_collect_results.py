@@ -35,6 +35,10 @@ def test_takes_the_last_validation_of_the_newest_run(tmp_path, capsys):
         {'dota/mAP': 0.25, 'dota/head_mAP': 0.5, 'dota/middle_mAP': 0.2,
          'dota/tail_mAP': 0.125, 'dota/AP50/ship': 0.6}])
     os.utime(osp.join(wd, '20260101_000000', 'vis_data', 'scalars.json'), (0, 0))
+    # a pretty-printed json beside the runs (the debLoRA state) is not a log
+    os.makedirs(osp.join(wd, 'deblora'))
+    with open(osp.join(wd, 'deblora', 'deblora_state.json'), 'w') as f:
+        json.dump({'dota/mAP': 1.0, 'x': [1, 2]}, f, indent=2)
     m = last_val_metrics(wd)
     assert m['mAP'] == 0.25 and m['AP50/ship'] == 0.6
     main([f'LoRA={wd}', '--per-class'])

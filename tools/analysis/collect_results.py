@@ -18,8 +18,11 @@ GROUP_KEYS = ('head_mAP', 'middle_mAP', 'tail_mAP', 'mAP')
 
 def last_val_metrics(work_dir: str, prefix: str = 'dota') -> Dict[str, float]:
     """The newest record holding ``<prefix>/mAP`` over all runs in ``work_dir``."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    files += sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
+    # mmengine's run folders are named by timestamp (YYYYmmdd_HHMMSS); other json files
+    # in the work dir (e.g. deblora/deblora_state.json) are not logs
+    run = osp.join(work_dir, '[0-9]*_[0-9]*')
+    files = glob.glob(osp.join(run, 'vis_data', 'scalars.json'))
+    files += glob.glob(osp.join(run, '[0-9]*_[0-9]*.json'))
     best: Optional[Dict[str, float]] = None
     for path in sorted(files, key=osp.getmtime):
         with open(path) as f:
@@ -27,7 +30,10 @@ def last_val_metrics(work_dir: str, prefix: str = 'dota') -> Dict[str, float]:
                 line = line.strip()
                 if not line.startswith('{'):
                     continue
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
                 if f'{prefix}/mAP' in rec:
                     best = rec
     if best is None:

@@ -6,7 +6,8 @@
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
 # RUN in: lora reweight ecm reslt deblora, and the debLoRA ablations deblora_cs
 # (weighting=class_share), deblora_l1 / deblora_l005 (lambda 1.0 / 0.05), deblora_imb
-# (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_rerun (the default
+# (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_l0 (lambda 0: the
+# stage-2 freezing and new adapter without the feature loss), deblora_rerun (the default
 # again). An ablation resumes from the stage-1 checkpoint of the deblora run
 # ($OUT/deblora/epoch_4.pth) and trains stage 2 only: with the same seed the first 4 epochs
 # of every debLoRA run are the same (the logged losses match to the last digit); the
@@ -36,6 +37,7 @@ declare -A EXTRA=(
   [deblora_l005]="custom_hooks.0.loss_weight=0.05"
   [deblora_imb]="custom_hooks.0.alpha_mode=imbalance"
   [deblora_mid]="custom_hooks.0.calibrate_groups=[middle,tail]"
+  [deblora_l0]="custom_hooks.0.loss_weight=0.0"
   [deblora_rerun]=""
 )
 RUNS=("$@")
