@@ -21,6 +21,6 @@ custom_hooks = [
     dict(type='DebLoRAHook', switch_epoch=8, num_clusters=32,
          kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
          weighting='balanced', alpha_mode='fixed', alpha=0.5, calibrate_groups=['tail'],
-         loss_weight=0.2,  # provisional: chosen on the toy data only (docs/deblora.md)
+         loss_weight=0.2,  # chosen on the toy data only (docs/deblora.md), not on DOTA
          pool='avg', normalize=True, max_per_class=2000, extract_batch_size=4),
 ]

@@ -78,7 +78,8 @@ class DebLoRAHook(Hook):
         groups: ``'dota'`` (DOTA_GROUPS), ``'counts'`` (from the extracted instance
             counts) or a dict group -> class names.
         calibrate_groups: groups whose classes are calibrated (default tail only).
-        loss_weight: lambda of the feature loss.
+        loss_weight: lambda of the feature loss (0.2: the toy ablation in docs/deblora.md;
+            1.0 made the new adapter diverge there).
         loss_normalize: divide the feature loss by the mean calibration gap
             ||z - z_hat||^2 of the extracted instances, so lambda means the same for any
             backbone (the raw gap per instance was ~0.006 for the toy ResNet-18 and
@@ -110,7 +111,7 @@ class DebLoRAHook(Hook):
                  alpha_max: float = 0.5,
                  groups: Union[str, Dict[str, List[str]]] = 'dota',
                  calibrate_groups: Sequence[str] = ('tail', ),
-                 loss_weight: float = 1.0,
+                 loss_weight: float = 0.2,
                  loss_normalize: bool = True,
                  pool: str = 'avg',
                  normalize: bool = True,
