@@ -7,7 +7,8 @@
 # RUN in: lora reweight ecm reslt deblora, and the debLoRA ablations deblora_cs
 # (weighting=class_share), deblora_l1 / deblora_l005 (lambda 1.0 / 0.05), deblora_imb
 # (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_l0 (lambda 0: the
-# stage-2 freezing and new adapter without the feature loss), deblora_rerun (the default
+# stage-2 freezing and new adapter without the feature loss), deblora_k8 / deblora_k64
+# (K = 8 / 64 clusters), deblora_rerun (the default
 # again). An ablation resumes from the stage-1 checkpoint of the deblora run
 # ($OUT/deblora/epoch_4.pth) and trains stage 2 only: with the same seed the first 4 epochs
 # of every debLoRA run are the same (the logged losses match to the last digit); the
@@ -38,6 +39,8 @@ declare -A EXTRA=(
   [deblora_imb]="custom_hooks.0.alpha_mode=imbalance"
   [deblora_mid]="custom_hooks.0.calibrate_groups=[middle,tail]"
   [deblora_l0]="custom_hooks.0.loss_weight=0.0"
+  [deblora_k8]="custom_hooks.0.num_clusters=8"
+  [deblora_k64]="custom_hooks.0.num_clusters=64"
   [deblora_rerun]=""
 )
 RUNS=("$@")
