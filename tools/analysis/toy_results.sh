@@ -4,7 +4,7 @@
 # and trains 6 epochs on the generated long-tailed DOTA with the same seed (SEED, default 0),
 # so LoRA and debLoRA share their first 4 epochs and differ only in stage 2. Usage:
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
-# RUN in: lora reweight ecm reslt deblora, and the debLoRA ablations deblora_cs
+# RUN in: lora reweight reweight_sqrt reweight_en ecm reslt deblora, and the debLoRA ablations deblora_cs
 # (weighting=class_share), deblora_l1 / deblora_l005 (lambda 1.0 / 0.05), deblora_imb
 # (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_l0 (lambda 0: the
 # stage-2 freezing and new adapter without the feature loss), deblora_k8 / deblora_k64
@@ -28,11 +28,15 @@ B=configs/baselines
 declare -A CFG=(
   [lora]="$B/oriented_rcnn_r18_lora_toy.py"
   [reweight]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
+  [reweight_sqrt]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
+  [reweight_en]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
   [ecm]="$B/oriented_rcnn_r18_lora_ecm_toy.py"
   [reslt]="$B/oriented_rcnn_r18_lora_reslt_toy.py"
   [deblora]="configs/deblora/oriented_rcnn_r18_deblora_toy.py"
 )
 declare -A EXTRA=(
+  [reweight_sqrt]="model.roi_head.bbox_head.loss_cls.mode=sqrt_inverse"
+  [reweight_en]="model.roi_head.bbox_head.loss_cls.mode=effective_number"
   [deblora_cs]="custom_hooks.0.weighting=class_share"
   [deblora_l1]="custom_hooks.0.loss_weight=1.0"
   [deblora_l005]="custom_hooks.0.loss_weight=0.05"
