@@ -78,9 +78,6 @@ def main() -> None:
     args = parse_args()
     register_all()
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
-    from mmdeblora.deblora import calibrate
     from mmdeblora.engine.hooks import DebLoRAHook
     from mmdeblora.engine.hooks.deblora_hook import write_counts_csv
     hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'DebLoRAHook']
@@ -96,7 +93,7 @@ def main() -> None:
         runner.logger.warning('stage-2 checkpoint: its deblora adapter is not loaded, '
                               'the stage-1 model (adapter default) is analysed')
 
-    state, z, y, groups = hook.compute_state(runner)
+    state, z, z_hat, y, groups = hook.compute_state(runner)
     out = args.out or osp.join(cfg.work_dir, 'debias_report')
     os.makedirs(out, exist_ok=True)
     state.save(out)
@@ -113,9 +110,8 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(y), generator=gen)[:args.max_points]
-    zs, ys = z[idx], y[idx]
-    z_hat = calibrate(zs, ys, state.class_centers, state.alphas)
-    both, method = embed_2d(torch.cat([zs, z_hat]).numpy(), args.embedding)
+    ys = y[idx]
+    both, method = embed_2d(torch.cat([z[idx], z_hat[idx]]).numpy(), args.embedding)
     group_of_class = {c: g for g, names in groups.items() for c in names}
     labels = np.array([group_of_class.get(state.class_names[i], 'other')
                        for i in ys.tolist()])

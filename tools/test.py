@@ -26,8 +26,6 @@ def main() -> None:
     args = parse_args()
     register_all()
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
     check_inputs(cfg, 'test')
     cfg.load_from = args.checkpoint
 

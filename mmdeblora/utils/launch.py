@@ -30,11 +30,17 @@ def register_all() -> None:
 
 
 def load_config(args: argparse.Namespace, work_dir: Optional[str] = None) -> Config:
-    """Read the config, apply --cfg-options, --launcher and the work dir rule."""
+    """Read the config, apply --cfg-options, --launcher and the work dir rule.
+
+    Tools that take a CHECKPOINT argument get it checked here too, before any model is built.
+    """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file {args.config!r} does not exist')
+    checkpoint = getattr(args, 'checkpoint', None)
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -4,12 +4,12 @@
 # and trains 6 epochs on the generated long-tailed DOTA with the same seed (SEED, default 0),
 # so LoRA and debLoRA share their first 4 epochs and differ only in stage 2. Usage:
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
-# RUN in: lora reweight reweight_sqrt reweight_en ecm reslt deblora, and the debLoRA ablations deblora_cs
-# (weighting=class_share), deblora_l1 / deblora_l005 (lambda 1.0 / 0.05), deblora_imb
-# (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_l0 (lambda 0: the
-# stage-2 freezing and new adapter without the feature loss), deblora_k8 / deblora_k64
-# (K = 8 / 64 clusters), deblora_rerun (the default
-# again). An ablation resumes from the stage-1 checkpoint of the deblora run
+# RUN in: lora reweight reweight_sqrt reweight_en ecm reslt deblora, and the debLoRA
+# ablations deblora_cs (weighting=class_share), deblora_l1 / deblora_l005 / deblora_l0
+# (lambda 1.0 / 0.05 / 0: stage 2 without the feature loss), deblora_imb
+# (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_k8 / deblora_k64
+# (K = 8 / 64 clusters), deblora_rerun (the default again).
+# An ablation resumes from the stage-1 checkpoint of the deblora run
 # ($OUT/deblora/epoch_4.pth) and trains stage 2 only: with the same seed the first 4 epochs
 # of every debLoRA run are the same (the logged losses match to the last digit); the
 # resumed run differs from a full one only in the global RNG state (RoI sampling), which
@@ -25,41 +25,41 @@ SEED="${SEED:-0}"
 [ -f "$FOUNDATION" ] || { echo "missing $FOUNDATION: run tools/run_toy.sh first" >&2; exit 1; }
 [ -d data/toy_dota/trainval ] || $PY tools/data/make_toy_dota.py data/toy_dota
 B=configs/baselines
-declare -A CFG=(
-  [lora]="$B/oriented_rcnn_r18_lora_toy.py"
-  [reweight]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
-  [reweight_sqrt]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
-  [reweight_en]="$B/oriented_rcnn_r18_lora_reweight_toy.py"
-  [ecm]="$B/oriented_rcnn_r18_lora_ecm_toy.py"
-  [reslt]="$B/oriented_rcnn_r18_lora_reslt_toy.py"
-  [deblora]="configs/deblora/oriented_rcnn_r18_deblora_toy.py"
-)
-declare -A EXTRA=(
-  [reweight_sqrt]="model.roi_head.bbox_head.loss_cls.mode=sqrt_inverse"
-  [reweight_en]="model.roi_head.bbox_head.loss_cls.mode=effective_number"
-  [deblora_cs]="custom_hooks.0.weighting=class_share"
-  [deblora_l1]="custom_hooks.0.loss_weight=1.0"
-  [deblora_l005]="custom_hooks.0.loss_weight=0.05"
-  [deblora_imb]="custom_hooks.0.alpha_mode=imbalance"
-  [deblora_mid]="custom_hooks.0.calibrate_groups=[middle,tail]"
-  [deblora_l0]="custom_hooks.0.loss_weight=0.0"
-  [deblora_k8]="custom_hooks.0.num_clusters=8"
-  [deblora_k64]="custom_hooks.0.num_clusters=64"
-  [deblora_rerun]=""
-)
+DEBLORA=configs/deblora/oriented_rcnn_r18_deblora_toy.py
+H=custom_hooks.0
+RW=model.roi_head.bbox_head.loss_cls.mode
+
 RUNS=("$@")
 [ ${#RUNS[@]} -gt 0 ] || RUNS=(lora reweight ecm reslt deblora deblora_cs)
 for run in "${RUNS[@]}"; do
-  cfg="${CFG[$run]:-}"
+  # each run: config, then extra --cfg-options; a deblora_* ablation resumes stage 1
+  case "$run" in
+    lora)          set -- "$B/oriented_rcnn_r18_lora_toy.py" ;;
+    reweight)      set -- "$B/oriented_rcnn_r18_lora_reweight_toy.py" ;;
+    reweight_sqrt) set -- "$B/oriented_rcnn_r18_lora_reweight_toy.py" "$RW=sqrt_inverse" ;;
+    reweight_en)   set -- "$B/oriented_rcnn_r18_lora_reweight_toy.py" "$RW=effective_number" ;;
+    ecm)           set -- "$B/oriented_rcnn_r18_lora_ecm_toy.py" ;;
+    reslt)         set -- "$B/oriented_rcnn_r18_lora_reslt_toy.py" ;;
+    deblora)       set -- "$DEBLORA" ;;
+    deblora_cs)    set -- "$DEBLORA" "$H.weighting=class_share" ;;
+    deblora_l1)    set -- "$DEBLORA" "$H.loss_weight=1.0" ;;
+    deblora_l005)  set -- "$DEBLORA" "$H.loss_weight=0.05" ;;
+    deblora_l0)    set -- "$DEBLORA" "$H.loss_weight=0.0" ;;
+    deblora_imb)   set -- "$DEBLORA" "$H.alpha_mode=imbalance" ;;
+    deblora_mid)   set -- "$DEBLORA" "$H.calibrate_groups=[middle,tail]" ;;
+    deblora_k8)    set -- "$DEBLORA" "$H.num_clusters=8" ;;
+    deblora_k64)   set -- "$DEBLORA" "$H.num_clusters=64" ;;
+    deblora_rerun) set -- "$DEBLORA" ;;
+    *) echo "unknown run $run" >&2; exit 1 ;;
+  esac
+  cfg="$1"; shift
   resume=()
-  if [ -z "$cfg" ] && [ -n "${EXTRA[$run]+x}" ]; then
-    cfg="${CFG[deblora]}"
-    resume=(--resume "$OUT/deblora/epoch_4.pth")
-    [ -f "$OUT/deblora/epoch_4.pth" ] || { echo "run deblora first" >&2; exit 1; }
+  if [[ "$run" == deblora_* ]]; then
+    stage1="$OUT/deblora/epoch_4.pth"
+    [ -f "$stage1" ] || { echo "$run needs $stage1: run deblora first" >&2; exit 1; }
+    resume=(--resume "$stage1")
   fi
-  [ -n "$cfg" ] || { echo "unknown run $run" >&2; exit 1; }
-  echo "[toy_results] $run: $cfg ${resume[*]} ${EXTRA[$run]:-}"
+  echo "[toy_results] $run: $cfg ${resume[*]} $*"
   $PY tools/train.py "$cfg" --work-dir "$OUT/$run" "${resume[@]}" \
-    --cfg-options model.backbone.pretrained="$FOUNDATION" randomness.seed="$SEED" \
-    ${EXTRA[$run]:-}
+    --cfg-options model.backbone.pretrained="$FOUNDATION" randomness.seed="$SEED" "$@"
 done

@@ -177,7 +177,7 @@ class DebLoRAHook(Hook):
 
     # ------------------------------------------------------------------ the switch
     def compute_state(self, runner):
-        """Steps 1-4 on the current model: returns (state, z, y, groups); no switch.
+        """Steps 1-4 on the current model: returns (state, z, z_hat, y, groups); no switch.
 
         Used by ``switch`` and by tools/debias.py on a stage-1 checkpoint.
         """
@@ -206,7 +206,7 @@ class DebLoRAHook(Hook):
         state.stats = dict(before=feature_stats(z, y, classes, groups),
                            after=feature_stats(z_hat, y, classes, groups))
         self.log_state(state, log)
-        return state, z, y, groups
+        return state, z, z_hat, y, groups
 
     def switch(self, runner) -> None:
         """Extract, cluster, calibrate, log and enter stage 2 (all ranks)."""
