@@ -27,8 +27,6 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 UNET_SMALL = dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2,
                   cross_attention_dim=128, attention_head_dim=8)
 

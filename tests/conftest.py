@@ -30,6 +30,25 @@ def make_small_toy(out: str, seed: int = 0) -> dict:
                          test_fraction=0.1, test_min_per_class=1, log=None)
 
 
+@pytest.fixture(autouse=True)
+def _default_scope(request):
+    """Run each test under its module's ``DEFAULT_SCOPE`` ('mmpretrain', 'mmrotate').
+
+    mmengine's default scope is process-global: the scope the last test (or module import)
+    set would decide which registry ``MODELS.build`` and dataset pipelines search, so a
+    test's result would depend on the order the suite runs in.
+    """
+    scope = getattr(request.module, 'DEFAULT_SCOPE', None)
+    if scope is None:
+        yield
+        return
+    from mmengine.registry import DefaultScope, init_default_scope
+    if DefaultScope.get_current_instance() is None:
+        init_default_scope(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        yield
+
+
 @pytest.fixture(scope='session')
 def toy_root(tmp_path_factory) -> str:
     """A small generated toy DOTA (256 px images, 40 instances in the largest class)."""
@@ -58,6 +77,68 @@ def run_tool(script: str, *args: str, check: bool = True,
         raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
                              f'{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
     return proc
+
+
+def _process_tree(pid: int) -> List[int]:
+    """``pid`` and all its descendants, from /proc (whatever their session: torchrun
+    starts its workers in new sessions)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant, as a crash or a pre-empted job ends a run."""
+    import signal
+    for _ in range(5):  # again, for processes forked while killing
+        tree = [p for p in _process_tree(pid) if osp.exists(f'/proc/{p}')]
+        alive = False
+        for p in tree:
+            try:
+                os.kill(p, signal.SIGKILL)
+                alive = True
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return
+
+
+def run_killed(cmd: List[str], marker: str, timeout: int = 900, env: dict = None) -> str:
+    """Run ``cmd`` and SIGKILL it with all its processes (data loader workers, torchrun's
+    workers) as soon as a line of its output contains ``marker``. Returns the output up to
+    the kill; fails if the marker never shows."""
+    import time
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '2', **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, start = [], time.time()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                kill_tree(proc.pid)
+                proc.wait()
+                return ''.join(lines)
+            if time.time() - start > timeout:
+                break
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+            proc.wait()
+    raise AssertionError(f'{" ".join(cmd)}: {marker!r} never printed (exit code '
+                         f'{proc.returncode}):\n' + ''.join(lines)[-6000:])
 
 
 def toy_options(root: str, extra: List[str] = ()) -> List[str]:

@@ -8,23 +8,27 @@ adapters of every ``LoRABackbone`` (or the ``--adapters`` given) into the wrappe
 weights and writes a plain mmengine checkpoint (``meta`` + ``state_dict``) whose keys are
 those of the same model *without* LoRA, plus ``OUT.py``: CONFIG with each LoRABackbone
 replaced by the backbone it wraps, so ``tools/test.py OUT.py OUT.pth`` runs the plain model.
-``--save-adapters DIR`` also writes the adapters alone (one safetensors file per adapter
-and ``adapters.json``, a sub-folder per LoRABackbone) next to the checkpoint.
+``--save-adapters DIR`` also writes the adapters alone (``LoRABackbone.save_adapters``, a
+sub-folder per LoRABackbone).
+
+Nothing is overwritten without ``--force``: not CHECKPOINT or CONFIG, not an existing OUT,
+OUT.py or adapter folder. OUT must not end in ``.py`` (its config would replace it). Every
+file is written to a temporary name first and moved into place (``os.replace``), so an
+interrupted run leaves the old files, never half-written ones.
 """
 import argparse
 import copy
 import os
 import os.path as osp
-import sys
-from typing import Any, List
+import shutil
+import tempfile
+from typing import Any, Callable, List, Optional
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-
-from mmdeblora.utils.launch import register_all  # noqa: E402
+from mmdeblora.utils.launch import register_all
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,9 +40,79 @@ def parse_args() -> argparse.Namespace:
                         help='adapters to merge (default: the active ones)')
     parser.add_argument('--save-adapters', metavar='DIR', default=None,
                         help='also write the adapters alone as safetensors into DIR')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing outputs (OUT, OUT.py, the adapter folder), '
+                        'even CHECKPOINT or CONFIG themselves')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args()
+
+
+def config_path(out: str) -> str:
+    """Where the plain config of OUT goes: OUT with ``.py`` for its extension."""
+    return osp.splitext(out)[0] + '.py'
+
+
+def check_outputs(config: str, checkpoint: str, out: str, save_adapters: Optional[str],
+                  force: bool) -> None:
+    """Refuse, before any work, outputs that would destroy a file or each other."""
+    def same(a: str, b: str) -> bool:
+        return osp.realpath(a) == osp.realpath(b)
+
+    cfg_out = config_path(out)
+    if same(out, cfg_out):
+        raise ValueError(f'OUT={out!r} ends in .py: the merged config (OUT with .py) would '
+                         'overwrite the merged weights; give OUT a .pth name')
+    problems = []
+    for path, what in ((out, 'OUT'), (cfg_out, 'the merged config OUT.py')):
+        if same(path, checkpoint):
+            problems.append(f'{what} {path!r} is CHECKPOINT itself')
+        elif same(path, config):
+            problems.append(f'{what} {path!r} is CONFIG itself')
+        elif osp.exists(path):
+            problems.append(f'{what} {path!r} exists')
+    if save_adapters and osp.exists(save_adapters) and (
+            not osp.isdir(save_adapters) or os.listdir(save_adapters)):
+        problems.append(f'--save-adapters {save_adapters!r} exists and is not empty')
+    if problems and not force:
+        raise FileExistsError('refusing to overwrite: ' + '; '.join(problems) +
+                              '. Choose other names or pass --force')
+
+
+def write_atomic(path: str, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` beside ``path`` (same extension: ``Config.dump`` goes by it), then
+    move it into place in one step."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', dir=folder,
+                               suffix=osp.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def replace_dir(path: str, fill: Callable[[str], Any]) -> None:
+    """``fill(tmp_dir)`` beside ``path``, then swap it in (the old folder goes last)."""
+    parent = osp.dirname(osp.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.' + osp.basename(osp.abspath(path)) + '.', dir=parent)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if osp.lexists(path):
+        old = tempfile.mkdtemp(prefix='.old.', dir=parent)
+        os.replace(path, osp.join(old, 'x'))
+    os.replace(tmp, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def unwrap_lora_cfg(node: Any) -> Any:
@@ -66,7 +140,8 @@ def drop_lora_pretrained(node: Any) -> None:
 
 def merge_model(model: torch.nn.Module, adapters: List[str] = None,
                 save_dir: str = None) -> List[str]:
-    """Replace every LoRABackbone in ``model`` by its merged plain backbone, in place."""
+    """Replace every LoRABackbone in ``model`` by its merged plain backbone, in place;
+    ``save_dir``: also ``save_adapters`` of each into ``save_dir/<module name>``."""
     from mmdeblora.models.backbones import LoRABackbone
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, LoRABackbone)]
     if not found:
@@ -89,7 +164,8 @@ def main() -> None:
     register_all()
     from mmrotate.registry import MODELS
 
-    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    from mmdeblora.utils.checkpoint import load_checkpoint_file
+    check_outputs(args.config, args.checkpoint, args.out, args.save_adapters, args.force)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -98,18 +174,26 @@ def main() -> None:
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmrotate')):
         model = MODELS.build(model_cfg)
-    model.load_state_dict(load_weights_file(args.checkpoint), strict=True)
+    ckpt = load_checkpoint_file(args.checkpoint)
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'{args.checkpoint!r} holds a {type(ckpt).__name__}, not a checkpoint')
+    state = ckpt['state_dict'] if isinstance(ckpt.get('state_dict'), dict) else ckpt
+    model.load_state_dict(state, strict=True)
     model.eval()
-    merged = merge_model(model, args.adapters, args.save_adapters)
+    merged: List[str] = []
+    if args.save_adapters:
+        replace_dir(args.save_adapters,
+                    lambda tmp: merged.extend(merge_model(model, args.adapters, tmp)))
+    else:
+        merged = merge_model(model, args.adapters)
 
-    out_dir = osp.dirname(osp.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
     meta = dict(merged_from=osp.abspath(args.checkpoint), merged=merged,
-                config=osp.splitext(args.out)[0] + '.py')
-    torch.save(dict(meta=meta, state_dict=model.state_dict()), args.out)
+                config=config_path(args.out))
+    write_atomic(args.out, lambda tmp: torch.save(
+        dict(meta=meta, state_dict=model.state_dict()), tmp))
     plain = copy.deepcopy(cfg)
     plain.model = unwrap_lora_cfg(copy.deepcopy(cfg.model))
-    plain.dump(meta['config'])
+    write_atomic(meta['config'], lambda tmp: plain.dump(tmp))
     print_log(f'wrote {args.out} and {meta["config"]}', logger='current')
 
 

@@ -1,13 +1,15 @@
-"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out R.pkl]``."""
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out R.pkl]``.
+
+Runs on ``CheckedRunner`` (unless the config names a ``runner_type``): a checkpoint that
+does not fit the config's model stops the run instead of printing a normal-looking mAP;
+``--allow-mismatch`` turns that into a warning. Checkpoints load with ``weights_only=True``
+whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says (``mmdeblora.utils.checkpoint``).
+"""
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmdeblora.utils.launch import (add_common_args, build_runner,  # noqa: E402
-                                    load_config, register_all)
-from mmdeblora.utils.preflight import check_inputs  # noqa: E402
+from mmdeblora.engine import use_checked_runner
+from mmdeblora.utils.launch import add_common_args, build_runner, load_config, register_all
+from mmdeblora.utils.preflight import check_inputs
 
 
 def parse_args() -> argparse.Namespace:
@@ -18,6 +20,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--show', action='store_true', help='show predictions')
     parser.add_argument('--show-dir', help='save painted predictions under the work dir')
     parser.add_argument('--wait-time', type=float, default=2, help='show interval (s)')
+    parser.add_argument(
+        '--allow-mismatch', action='store_true',
+        help='evaluate even when the checkpoint does not fit the model (missing, unexpected or '
+        'differently shaped tensors): warn instead of failing (config key '
+        'checkpoint_mismatch=\'warn\')')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -28,6 +35,7 @@ def main() -> None:
     cfg = load_config(args)
     check_inputs(cfg, 'test')
     cfg.load_from = args.checkpoint
+    use_checked_runner(cfg, args.allow_mismatch)
 
     if args.show or args.show_dir:
         vis = cfg.default_hooks.get('visualization')

@@ -1,16 +1,18 @@
-"""Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume] [--amp]``."""
+"""Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume] [--amp]``.
+
+Runs on ``CheckedRunner`` (unless the config names a ``runner_type``): ``load_from`` /
+``--resume`` checkpoints must fit the model (``--allow-mismatch`` warns instead for
+``load_from``), and ``DivergenceHook`` stops the run at a non-finite loss before a bad
+checkpoint is written (config key ``divergence_guard``).
+"""
 import argparse
 import logging
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.logging import print_log
 
-from mmengine.logging import print_log  # noqa: E402
-
-from mmdeblora.utils.launch import (add_common_args, build_runner,  # noqa: E402
-                                    load_config, register_all)
-from mmdeblora.utils.preflight import check_inputs  # noqa: E402
+from mmdeblora.engine import use_checked_runner
+from mmdeblora.utils.launch import add_common_args, build_runner, load_config, register_all
+from mmdeblora.utils.preflight import check_inputs
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,6 +26,11 @@ def parse_args() -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or from the latest one in the work '
         'dir when no path is given')
+    parser.add_argument(
+        '--allow-mismatch', action='store_true',
+        help='load_from: warn instead of failing when the checkpoint does not fit the '
+        'model, e.g. to fine-tune from a detector with other classes (config key '
+        'checkpoint_mismatch=\'warn\'); --resume always needs the same model')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -55,6 +62,7 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
+    use_checked_runner(cfg, args.allow_mismatch)
     runner = build_runner(cfg)
     runner.train()
 

@@ -1,6 +1,9 @@
 # Oriented R-CNN, randomly initialised ResNet-18, on the generated long-tailed DOTA.
 # The README's main job: trains on 2 CPU cores in minutes.
-_base_ = '../_base_/datasets/toy_dota.py'
+_base_ = [
+    '../_base_/models/oriented_rcnn_le90_r50_fpn.py', '../_base_/datasets/toy_dota.py',
+    'mmrotate::_base_/schedules/schedule_1x.py', 'mmrotate::_base_/default_runtime.py'
+]
 
 model = dict(
     backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),

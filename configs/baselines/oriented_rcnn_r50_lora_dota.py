@@ -1,12 +1,13 @@
 # Oriented R-CNN (le90) on split DOTA-v1.0 (1024x1024 patches) with a frozen ImageNet
 # ResNet-50 and LoRA rank 8 on its convs (conv1/conv2/conv3 of every bottleneck + stem).
 # Schedule and lr as mmrotate's 1x (SGD 0.005, 12 epochs, steps at 8 and 11, batch 2).
+# Data: ../_base_/datasets/dota.py (train on `train`, validate on `val`).
 # Local inputs (nothing is downloaded): split DOTA in data/split_ss_dota/ and torchvision's
 # ResNet-50 weights file; override with --cfg-options model.backbone.pretrained=PATH.
-_base_ = 'mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py'
-
-custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
-data_root = 'data/split_ss_dota/'
+_base_ = [
+    '../_base_/models/oriented_rcnn_le90_r50_fpn.py', '../_base_/datasets/dota.py',
+    'mmrotate::_base_/schedules/schedule_1x.py', 'mmrotate::_base_/default_runtime.py'
+]
 
 model = dict(
     backbone=dict(
@@ -21,15 +22,11 @@ model = dict(
         alpha=16,
         target_modules=['conv1', 'conv2', 'conv3']))
 
-train_dataloader = dict(dataset=dict(type='CheckedDOTADataset', data_root=data_root))
-val_dataloader = dict(dataset=dict(type='CheckedDOTADataset', data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='GroupDOTAMetric', groups='dota')
-test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(lr=0.005))  # mmrotate's Oriented R-CNN 1x lr
 
 preflight_hint = (
-    'Needs split DOTA-v1.0 (mmrotate tools/data/dota/split/img_split.py) and torchvision\'s '
-    'ResNet-50 weights on local disk: --cfg-options '
+    'Needs split DOTA-v1.0 (.venv/bin/python tools/data/dota/split_dota.py, docs/data.md) '
+    'and torchvision\'s ResNet-50 weights on local disk: --cfg-options '
     'model.backbone.pretrained=/path/resnet50.pth '
     'train_dataloader.dataset.data_root=/path/split_ss_dota/ '
     'val_dataloader.dataset.data_root=/path/split_ss_dota/ '

@@ -7,11 +7,12 @@
 # Local inputs (nothing is downloaded; tools/train.py stops at once when they are missing):
 #   SD v1.5 in diffusers layout at checkpoints/stable-diffusion-v1-5/, split DOTA at
 #   data/split_ss_dota/.
-_base_ = ['mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py',
-          '../_base_/models/sd_v15_unet.py']
-
-custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
-data_root = 'data/split_ss_dota/'
+# Data: ../_base_/datasets/dota.py (train on `train`, validate on `val`).
+_base_ = [
+    '../_base_/models/oriented_rcnn_le90_r50_fpn.py', '../_base_/models/sd_v15_unet.py',
+    '../_base_/datasets/dota.py', 'mmrotate::_base_/schedules/schedule_1x.py',
+    'mmrotate::_base_/default_runtime.py'
+]
 
 model = dict(
     data_preprocessor={{_base_.sd_data_preprocessor}},
@@ -24,13 +25,6 @@ model = dict(
         target_modules=None),  # SDBackbone's lora_targets: UNet attention q/k/v/out
     neck={{_base_.sd_v15_fpn}})
 
-train_dataloader = dict(batch_size=2,
-                        dataset=dict(type='CheckedDOTADataset', data_root=data_root))
-val_dataloader = dict(dataset=dict(type='CheckedDOTADataset', data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='GroupDOTAMetric', groups='dota')
-test_evaluator = val_evaluator
-
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=0.05),
     clip_grad=dict(max_norm=35, norm_type=2))
@@ -41,7 +35,7 @@ preflight_hint = (
     'Needs Stable Diffusion v1.5 in diffusers layout (unet/, vae/, text_encoder/, '
     'tokenizer/; e.g. copy `huggingface-cli download stable-diffusion-v1-5/'
     'stable-diffusion-v1-5` from a machine with hub access) and DOTA-v1.0 split into '
-    '1024x1024 patches (mmrotate tools/data/dota/split/img_split.py). Point at local '
+    '1024x1024 patches (.venv/bin/python tools/data/dota/split_dota.py). Point at local '
     'copies with: --cfg-options model.backbone.backbone.pretrained=/path/sd-v1-5 '
     'train_dataloader.dataset.data_root=/path/split_ss_dota/ '
     'val_dataloader.dataset.data_root=/path/split_ss_dota/ '

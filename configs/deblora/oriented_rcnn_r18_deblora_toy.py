@@ -14,7 +14,7 @@ custom_hooks = [
          num_clusters=32,
          kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
          weighting='balanced',      # or 'class_share'
-         alpha_mode='fixed', alpha=0.5,
+         alpha_mode='imbalance', alpha_max=0.5,
          calibrate_groups=['tail'],
          # lambda, relative to the mean calibration gap (loss_normalize=True): the feature
          # loss starts near lambda. 0.2 by the toy ablation (docs/deblora.md): 0 loses

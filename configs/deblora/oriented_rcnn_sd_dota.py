@@ -1,26 +1,22 @@
 # debLoRA on DOTA, Oriented R-CNN with a Stable Diffusion v1.5 UNet backbone.
-# Stage 1 (this file for now): exactly configs/baselines/oriented_rcnn_sd_lora_dota.py:
-# LoRABackbone(SDBackbone) rank 8 on the UNet attention projections, 1024x1024 patches,
-# AdamW lr 1e-4, 12 epochs (steps at 8 and 11), batch 2 per GPU; the LoRA adapter is named
-# 'default'. The de-biasing stage (a second adapter) is added on top of this file.
+# Stage 1 is exactly configs/baselines/oriented_rcnn_sd_lora_dota.py: LoRABackbone
+# (SDBackbone) rank 8 on the UNet attention projections, 1024x1024 patches, AdamW lr 1e-4,
+# 12 epochs with the lr steps at 8 and 11 (the same schedule as the LoRA baseline, so the
+# comparison is fair), batch 2 per GPU; the LoRA adapter is named 'default'.
 # Missing SD weights or DOTA stop tools/train.py at once with the --cfg-options to set.
 _base_ = '../baselines/oriented_rcnn_sd_lora_dota.py'
 
-# ---- de-biasing stage (DebLoRAHook, mmdeblora/engine/hooks/deblora_hook.py) ----
-# 12 epochs in total as the LoRA baseline: stage 1 (LoRA 'default', rank 8) = epochs 0-7,
-# then DebLoRAHook extracts the GT instance features, K-means (K = 32) on at most 2000
-# instances per class, calibrates the tail classes, and stage 2 = epochs 8-11 trains the
-# 'deblora' adapter (rank 8) + heads with the feature loss; stage-1 adapter, norms and
-# neck frozen. The lr step at epoch 8 is dropped so the new adapter starts at full lr.
+# ---- de-biasing stage (DebLoRAHook, see docs/deblora.md) ----
+# Stage 1 = epochs 0-7; then DebLoRAHook saves stage1_final.pth, extracts the GT instance
+# features (fixed diffusion noise), runs K-means (K = 32) on at most 2000 instances per
+# class, calibrates the tail classes, and stage 2 = epochs 8-11 trains the 'deblora'
+# adapter (rank 8) + heads with the feature loss; stage-1 adapter, norms and neck frozen.
 model = dict(type='DebLoRAFasterRCNN')
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1.0 / 3, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[11], gamma=0.1)
-]
 custom_hooks = [
     dict(type='DebLoRAHook', switch_epoch=8, num_clusters=32,
          kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
-         weighting='balanced', alpha_mode='fixed', alpha=0.5, calibrate_groups=['tail'],
+         weighting='balanced', alpha_mode='imbalance', alpha_max=0.5,
+         calibrate_groups=['tail'],
          loss_weight=0.2,  # chosen on the toy data only (docs/deblora.md), not on DOTA
          pool='avg', normalize=True, max_per_class=2000, extract_batch_size=4),
 ]

@@ -18,11 +18,10 @@ import json
 import os
 import os.path as osp
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Union
 
-from .class_groups import DOTA_GROUPS, GROUP_NAMES, check_groups, groups_from_counts
+from .class_groups import GroupSpec, group_indices, resolve_groups
 
-GroupSpec = Union[None, str, Dict[str, Sequence[str]]]
 STATS_FILE = 'class_stats.json'
 
 
@@ -41,8 +40,7 @@ class ClassStats:
 
     def group_indices(self) -> Dict[str, List[int]]:
         """Groups as class indices (what heads need; they do not know class names)."""
-        return {g: [self.classes.index(c) for c in names]
-                for g, names in self.groups.items()}
+        return group_indices(self.groups, self.classes)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -67,7 +65,8 @@ def dataset_class_counts(dataset: Any) -> List[int]:
     """Non-ignored instances per class over the dataset's (filtered) data list.
 
     Works for any mmengine ``BaseDataset`` whose data infos hold ``instances`` with
-    ``bbox_label`` and ``ignore_flag`` (DOTA, mmdet detection sets), and for dataset
+    ``bbox_label`` and ``ignore_flag`` (DOTA, mmdet detection sets) or one ``gt_label``
+    per sample (mmpretrain classification sets: one instance per image), and for dataset
     wrappers exposing ``get_data_info`` (a ``RepeatDataset`` counts each repeat, i.e.
     the distribution of one training epoch).
     """
@@ -79,7 +78,12 @@ def dataset_class_counts(dataset: Any) -> List[int]:
                          'count instances per class')
     counts = [0] * len(classes)
     for idx in range(len(dataset)):
-        for inst in dataset.get_data_info(idx).get('instances', []):
+        info = dataset.get_data_info(idx)
+        if 'instances' not in info and 'gt_label' in info:
+            instances = [dict(bbox_label=info['gt_label'])]
+        else:
+            instances = info.get('instances', [])
+        for inst in instances:
             if inst.get('ignore_flag', 0):
                 continue
             label = int(inst['bbox_label'])
@@ -88,29 +92,6 @@ def dataset_class_counts(dataset: Any) -> List[int]:
                                  f'{len(classes)} classes (data index {idx})')
             counts[label] += 1
     return counts
-
-
-def resolve_groups(classes: Sequence[str], counts: Sequence[int], groups: GroupSpec = None,
-                   thresholds: Optional[Dict[str, float]] = None) -> Dict[str, List[str]]:
-    """Head / middle / tail class names, with the same spec as ``GroupDOTAMetric``.
-
-    ``'dota'``: the seed paper's DOTA grouping restricted to ``classes``; a dict of class
-    names: used as given (checked); ``None`` or ``'auto'``: from the counts' shares with
-    :func:`groups_from_counts` (head >= 10 % of instances, tail < 1 % by default).
-    """
-    if groups is None or groups == 'auto':
-        out = groups_from_counts(classes, counts, thresholds)
-    elif groups == 'dota':
-        out = {g: [c for c in names if c in classes] for g, names in DOTA_GROUPS.items()}
-    elif isinstance(groups, dict):
-        unknown = set(groups) - set(GROUP_NAMES)
-        if unknown:
-            raise ValueError(f'unknown group names {sorted(unknown)}; use {GROUP_NAMES}')
-        out = {g: list(groups.get(g, [])) for g in GROUP_NAMES}
-    else:
-        raise ValueError(f"groups must be None, 'auto', 'dota' or a dict, got {groups!r}")
-    check_groups(out, classes)
-    return out
 
 
 def dataset_fingerprint(dataset: Any) -> str:
@@ -129,7 +110,7 @@ def dataset_fingerprint(dataset: Any) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def compute_class_stats(dataset: Any, groups: GroupSpec = None,
+def compute_class_stats(dataset: Any, groups: GroupSpec = 'auto',
                         thresholds: Optional[Dict[str, float]] = None) -> ClassStats:
     """Counts and groups of a built dataset (no caching)."""
     counts = dataset_class_counts(dataset)
@@ -140,7 +121,7 @@ def compute_class_stats(dataset: Any, groups: GroupSpec = None,
 
 
 def load_or_compute_class_stats(dataset: Any, work_dir: Optional[str] = None,
-                                groups: GroupSpec = None,
+                                groups: GroupSpec = 'auto',
                                 thresholds: Optional[Dict[str, float]] = None,
                                 write: bool = True) -> ClassStats:
     """Stats of ``dataset``, read from ``<work_dir>/class_stats.json`` when it matches.
@@ -180,17 +161,21 @@ def build_dataset(cfg: dict) -> Any:
 
 
 def _without_pipelines(cfg: Any) -> Any:
-    """Counting reads annotations only: drop every (nested) dataset's pipeline."""
+    """Counting reads annotations only: drop every (nested) dataset's pipeline, and
+    the image check of ``CheckedDOTADataset`` (the training run itself still checks)."""
     if isinstance(cfg, dict):
-        return {k: [] if k == 'pipeline' else _without_pipelines(v)
-                for k, v in cfg.items()}
+        out = {k: [] if k == 'pipeline' else _without_pipelines(v)
+               for k, v in cfg.items()}
+        if str(out.get('type', '')).split('.')[-1] == 'CheckedDOTADataset':
+            out['check_images'] = None
+        return out
     if isinstance(cfg, (list, tuple)):
         return type(cfg)(_without_pipelines(v) for v in cfg)
     return cfg
 
 
 def config_class_stats(config: Union[str, Any], work_dir: Optional[str] = None,
-                       groups: GroupSpec = None,
+                       groups: GroupSpec = 'auto',
                        thresholds: Optional[Dict[str, float]] = None) -> ClassStats:
     """Stats of a config file's (or Config's) ``train_dataloader.dataset``."""
     from mmengine.config import Config

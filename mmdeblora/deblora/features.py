@@ -5,11 +5,12 @@ inside the (rotated) GT box by the detector's ``roi_head.bbox_roi_extractor``, r
 vector (``avg``/``max`` over the RoI grid, or ``flatten``), optionally L2-normalised (the
 paper's analysis is in cosine geometry, and K-means on unit vectors is spherical-like).
 
-Duck-typed on mmdet's two-stage detector (``data_preprocessor``, ``extract_feat``,
-``roi_head.bbox_roi_extractor``) so this module imports torch only. The stage-2 loss uses
-``gt_instance_features`` too, so extraction and training see the same feature.
+Duck-typed on mmdet's two-stage detectors (``roi_head.bbox_roi_extractor``; a cascade
+head such as RoI Transformer's has one extractor per stage and the last one, the one that
+pools the rotated RoIs, is used) so this module imports torch only. Extraction and the
+stage-2 loss both go through ``gt_instance_features``, so they see the same feature.
 """
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,21 +33,37 @@ def gt_rois(boxes_list: Sequence) -> Tensor:
 
 
 def pool_roi_feats(roi_feats: Tensor, pool: str = 'avg') -> Tensor:
-    """[N, C, h, w] -> [N, D]."""
+    """[N, C, h, w] -> [N, D]; a [N, D] input (already pooled) is returned as it is."""
+    if pool not in POOLS:
+        raise ValueError(f'pool must be one of {POOLS}, got {pool!r}')
+    if roi_feats.dim() == 2:
+        return roi_feats
     if pool == 'avg':
         return roi_feats.mean((2, 3))
     if pool == 'max':
         return roi_feats.amax((2, 3))
-    if pool == 'flatten':
-        return roi_feats.flatten(1)
-    raise ValueError(f'pool must be one of {POOLS}, got {pool!r}')
+    return roi_feats.flatten(1)
+
+
+def pool_feats(feats: Tensor, pool: str = 'avg', normalize: bool = True) -> Tensor:
+    """One vector per instance, L2-normalised when asked (the method's feature z)."""
+    z = pool_roi_feats(feats, pool)
+    return F.normalize(z, dim=1) if normalize else z
+
+
+def roi_extractor(detector: nn.Module) -> nn.Module:
+    """The RoI extractor whose pooled features the (last) box head classifies."""
+    extractor = detector.roi_head.bbox_roi_extractor
+    if isinstance(extractor, nn.ModuleList):  # cascade heads: one per stage
+        extractor = extractor[-1]
+    return extractor
 
 
 def gt_instance_features(detector: nn.Module, feats: Tuple[Tensor], data_samples: Sequence,
                          pool: str = 'avg', normalize: bool = True
                          ) -> Tuple[Tensor, Tensor]:
     """Features [N, D] and labels [N] of every GT instance of the batch, in batch order."""
-    extractor = detector.roi_head.bbox_roi_extractor
+    extractor = roi_extractor(detector)
     boxes = [s.gt_instances.bboxes for s in data_samples]
     labels = torch.cat([s.gt_instances.labels for s in data_samples]).long()
     rois = gt_rois(boxes).to(feats[0].device)
@@ -55,38 +72,8 @@ def gt_instance_features(detector: nn.Module, feats: Tuple[Tensor], data_samples
         shape = extractor.roi_layers[0].output_size
         d = dim * shape[0] * shape[1] if pool == 'flatten' else dim
         return feats[0].new_zeros(0, d), labels.to(feats[0].device)
-    z = pool_roi_feats(extractor(feats[:extractor.num_inputs], rois), pool)
-    if normalize:
-        z = F.normalize(z, dim=1)
+    z = pool_feats(extractor(feats[:extractor.num_inputs], rois), pool, normalize)
     return z, labels.to(z.device)
-
-
-@torch.no_grad()
-def extract_dataset_features(detector: nn.Module, data_loader: Iterable, pool: str = 'avg',
-                             normalize: bool = True,
-                             log_fn: Optional[Callable[[str], None]] = None,
-                             log_interval: int = 50) -> Tuple[Tensor, Tensor]:
-    """Features and labels of all GT instances the loader yields (model as given).
-
-    The caller puts the model in eval mode and gives a loader without augmentation.
-    Returns CPU tensors.
-    """
-    zs: List[Tensor] = []
-    ys: List[Tensor] = []
-    total = len(data_loader) if hasattr(data_loader, '__len__') else None
-    n = 0
-    for i, batch in enumerate(data_loader):
-        data = detector.data_preprocessor(batch, False)
-        feats = detector.extract_feat(data['inputs'])
-        z, y = gt_instance_features(detector, feats, data['data_samples'], pool, normalize)
-        zs.append(z.float().cpu())
-        ys.append(y.cpu())
-        n += z.shape[0]
-        if log_fn and ((i + 1) % log_interval == 0 or (total and i + 1 == total)):
-            log_fn(f'feature extraction: batch {i + 1}/{total or "?"}, {n} instances')
-    if not zs:
-        raise ValueError('feature extraction got an empty data loader')
-    return torch.cat(zs), torch.cat(ys)
 
 
 def cap_per_class(labels: Tensor, max_per_class: Optional[int], seed: int = 0) -> Tensor:

@@ -6,9 +6,9 @@ guaranteed to be installed. Distances are computed chunk by chunk against the K 
 (memory O(chunk x K)), the init is greedy k-means++ (as sklearn) and the best of
 ``n_init`` restarts is kept.
 
-Under DDP pass ``gather_fn`` (a function mapping the local feature tensor to the
-concatenation of all ranks' features, in rank order): every rank then clusters the same
-data with the same seed, so all ranks end with the same centers.
+Under DDP the caller gathers the features of all ranks first (``mmdeblora.engine.debias``
+does): every rank then clusters the same data with the same seed, so all ranks end with
+the same centers.
 """
 import math
 from dataclasses import dataclass
@@ -105,7 +105,6 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: flo
 
 def kmeans(x: Tensor, k: int, n_init: int = 3, max_iter: int = 100, tol: float = 1e-4,
            seed: int = 0, chunk_size: int = 8192, device=None,
-           gather_fn: Optional[Callable[[Tensor], Tensor]] = None,
            log_fn: LogFn = None) -> KMeansResult:
     """Cluster ``x`` [N, D] into ``k`` clusters; the best of ``n_init`` seeded restarts.
 
@@ -114,12 +113,16 @@ def kmeans(x: Tensor, k: int, n_init: int = 3, max_iter: int = 100, tol: float =
     points than ``k`` the extra clusters are duplicates (some may end empty); with fewer
     points than ``k``, ``k`` is lowered to ``N`` (logged).
     """
-    if gather_fn is not None:
-        x = gather_fn(x)
     if x.dim() != 2:
         raise ValueError(f'kmeans expects features [N, D], got shape {tuple(x.shape)}')
     if x.shape[0] == 0:
         raise ValueError('kmeans got no features (N = 0)')
+    bad = ~torch.isfinite(x).all(1)
+    if bad.any():
+        rows = bad.nonzero().flatten()
+        raise ValueError(f'kmeans got {rows.numel()} of {x.shape[0]} feature rows with NaN '
+                         f'or inf (first rows {rows[:10].tolist()}): the model produced '
+                         'non-finite features (a diverged run or bad input data)')
     if k < 1 or n_init < 1 or max_iter < 1:
         raise ValueError(f'need k, n_init, max_iter >= 1, got {k}, {n_init}, {max_iter}')
     if device is not None:

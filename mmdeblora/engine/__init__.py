@@ -1,1 +1,11 @@
+from .checked_runner import CheckedRunner, use_checked_runner
+from .debias import (DebiasResult, DebiasSettings, build_extraction_loader, debias_model,
+                     extract_features, extraction_pipeline)
 from .hooks import *  # noqa: F401,F403
+from .optim import follow_trainable_set, regroup_optimizer, rewrap_model
+
+__all__ = [
+    'DebiasResult', 'DebiasSettings', 'build_extraction_loader', 'debias_model',
+    'extract_features', 'extraction_pipeline', 'follow_trainable_set', 'regroup_optimizer',
+    'rewrap_model', 'CheckedRunner', 'use_checked_runner'
+]

@@ -9,8 +9,7 @@ from mmrotate.evaluation import DOTAMetric
 from mmrotate.evaluation.functional import eval_rbbox_map
 from mmrotate.registry import METRICS
 
-from mmdeblora.datasets.class_groups import (DOTA_GROUPS, GROUP_NAMES, check_groups,
-                                             groups_from_counts)
+from mmdeblora.datasets.class_groups import GROUP_NAMES, GroupSpec, check_group_spec, resolve_groups
 
 
 @METRICS.register_module()
@@ -34,15 +33,14 @@ class GroupDOTAMetric(DOTAMetric):
     """
 
     def __init__(self,
-                 groups: Union[str, Dict[str, List[str]]] = 'dota',
+                 groups: GroupSpec = 'dota',
                  class_counts: Optional[Union[str, Sequence[int]]] = None,
                  group_thresholds: Optional[Dict[str, float]] = None,
                  classwise: bool = True,
                  nproc: int = 4,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if isinstance(groups, str) and groups not in ('dota', 'auto'):
-            raise ValueError(f"groups must be 'dota', 'auto' or a dict, got {groups!r}")
+        check_group_spec(groups)
         if groups == 'auto' and class_counts is None:
             raise ValueError("groups='auto' needs class_counts (a list or a json path)")
         self.groups_cfg = groups
@@ -54,22 +52,14 @@ class GroupDOTAMetric(DOTAMetric):
     def class_groups(self) -> Dict[str, List[str]]:
         """The groups for this dataset's classes (classes of no group are left out)."""
         classes = list(self.dataset_meta['classes'])
-        if self.groups_cfg == 'dota':
-            groups = {g: [c for c in names if c in classes]
-                      for g, names in DOTA_GROUPS.items()}
-        elif self.groups_cfg == 'auto':
-            counts = self.class_counts
-            if isinstance(counts, str):
-                with open(counts) as fh:
-                    counts = json.load(fh)
-            if isinstance(counts, dict):
-                counts = counts.get('counts', counts)
-                counts = [counts[c] for c in classes]
-            groups = groups_from_counts(classes, counts, self.group_thresholds)
-        else:
-            groups = {g: list(names) for g, names in self.groups_cfg.items()}
-        check_groups(groups, classes)
-        return groups
+        counts = self.class_counts
+        if isinstance(counts, str):
+            with open(counts) as fh:
+                counts = json.load(fh)
+        if isinstance(counts, dict):  # class_stats.json or {class: count}
+            counts = counts.get('counts', counts)
+            counts = [counts[c] for c in classes]
+        return resolve_groups(classes, counts, self.groups_cfg, self.group_thresholds)
 
     def compute_metrics(self, results: list) -> dict:
         if self.format_only or self.merge_patches:

@@ -9,11 +9,23 @@ mmengine 0.10.7 pickles a few of its own objects into checkpoints: the message h
 ``mean``, ``current``), which pickle as ``getattr(HistoryBuffer, 'min')``. Allow-listing
 ``getattr`` would let a checkpoint call any attribute of any allow-listed object, so instead
 we save those four defaults by omission: ``__setstate__`` restores them anyway.
+
+:func:`register_safe_checkpoint_loader` makes mmengine's own loads pass
+``weights_only=True`` explicitly (see there), and :func:`load_checkpoint_file` is the one
+load function for our tools, with errors that say what is wrong with a file.
 """
-from typing import List
+import os
+import os.path as osp
+import pickle
+import re
+import zipfile
+from contextlib import contextmanager
+from typing import Any, Callable, List
 
 import numpy as np
 import torch
+
+_FORCE, _FORCE_NO = 'TORCH_FORCE_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 
 
 def _numpy_globals() -> List:
@@ -51,3 +63,99 @@ def register_checkpoint_safe_globals() -> None:
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals(checkpoint_safe_globals())
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file that cannot or must not be loaded; the message names the file."""
+
+
+def _explain(path: str, size: int, err: BaseException) -> str:
+    """What is wrong with the file, in a sentence, instead of torch's own advice (which,
+    for an unsafe file, is to switch ``weights_only`` off)."""
+    msg = str(err)
+    found = re.search(r'GLOBAL ([\w.]+)', msg)
+    if found:
+        return (f'checkpoint {path!r} refers to {found.group(1)!r}, which is neither a tensor '
+                'nor plain data; unpickling it could run code, so it is refused. Use only '
+                'checkpoints written by torch.save of state dicts from a source you trust')
+    if isinstance(err, EOFError) or 'Ran out of input' in msg:
+        reason = 'it ends early (an interrupted save or copy?)'
+    elif 'central directory' in msg or 'zip archive' in msg:
+        reason = 'its zip archive is damaged or cut short (an interrupted save or copy?)'
+    elif 'Unsupported operand' in msg or 'invalid load key' in msg:
+        op = re.search(r'Unsupported operand \d+|invalid load key, [^.]*', msg)
+        reason = ('its bytes are not a torch.save file (random bytes, another format, or '
+                  f'a plain pickle: {op.group(0) if op else "unknown opcode"})')
+    else:
+        reason = f'{type(err).__name__}: {msg.splitlines()[0][:200] if msg else ""}'
+    return f'{path!r} ({size} bytes) is not a readable PyTorch checkpoint: {reason}'
+
+
+def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)`` whatever the environment says.
+
+    torch honours ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (set to 1) only where the caller leaves
+    ``weights_only`` unset, as mmengine's loaders do; passing it explicitly keeps a
+    malicious checkpoint from running code even then. Errors name the file and say what
+    is wrong with it (empty, cut short, not a checkpoint, refers to code) and never suggest
+    switching the check off.
+    """
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path!r} does not exist')
+    size = osp.getsize(path)
+    if size == 0:
+        raise CheckpointFileError(f'checkpoint {path!r} is empty (0 bytes): an interrupted '
+                                  'save or copy?')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError,
+            zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise CheckpointFileError(_explain(path, size, err)) from None
+
+
+def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
+    """mmengine's local ``CheckpointLoader`` scheme, with :func:`load_checkpoint_file`."""
+    return load_checkpoint_file(filename, map_location)
+
+
+@contextmanager
+def _forced_weights_only():
+    """Make every ``torch.load`` inside load weights only (torch's own switch for that)."""
+    saved = {k: os.environ.get(k) for k in (_FORCE, _FORCE_NO)}
+    os.environ[_FORCE] = '1'
+    os.environ.pop(_FORCE_NO, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _weights_only_scheme(loader: Callable) -> Callable:
+    def load(filename, map_location=None, *args, **kwargs):
+        with _forced_weights_only():
+            return loader(filename, map_location, *args, **kwargs)
+    load.__name__ = loader.__name__  # mmengine logs the scheme from the loader's name
+    load.weights_only = True
+    return load
+
+
+def register_safe_checkpoint_loader() -> None:
+    """Route every mmengine checkpoint load (runner checkpoints, ``load_from``,
+    ``--resume``, ``init_cfg=dict(type='Pretrained')``, tools) through weights-only loads.
+
+    mmengine's ``CheckpointLoader`` calls ``torch.load`` without ``weights_only``, so
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` set to 1 in the environment would let a checkpoint run
+    code. Local files (the only kind reachable here) get :func:`load_checkpoint_file`; the
+    download schemes keep their loader, run with torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
+    switch set for the duration of the call. Idempotent.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if prefix != '' and not getattr(loader, 'weights_only', False):
+            CheckpointLoader.register_scheme(prefix, _weights_only_scheme(loader), force=True)
+    CheckpointLoader.register_scheme('', load_from_local_weights_only, force=True)

@@ -5,8 +5,8 @@ import os.path as osp
 
 import pytest
 
-from mmdeblora.datasets import (DOTA_GROUPS, config_class_stats,
-                                load_or_compute_class_stats, resolve_groups)
+from mmdeblora.datasets import (DOTA_GROUPS, config_class_stats, load_or_compute_class_stats,
+                                resolve_groups)
 from tests.conftest import TOY_CFG
 
 LINE = '10 10 30 10 30 20 10 20 {} {}'
@@ -78,11 +78,18 @@ def test_cache_reused_only_when_fingerprint_matches(tmp_path):
 
 def test_groups_from_config_or_counts():
     classes = ['a', 'b', 'c']  # shares 90 %, 9.5 %, 0.5 %: head >= 10 %, tail < 1 %
-    assert resolve_groups(classes, [180, 19, 1]) == dict(head=['a'], middle=['b'],
-                                                       tail=['c'])
+    assert resolve_groups(classes, [180, 19, 1], 'auto') == dict(
+        head=['a'], middle=['b'], tail=['c'])
     assert resolve_groups(classes, [0, 5, 0], dict(tail=['a'])) == dict(
         head=[], middle=[], tail=['a'])
     dota = resolve_groups(list(DOTA_GROUPS['head']) + ['helicopter'], [1] * 5, 'dota')
     assert dota['tail'] == ['helicopter'] and dota['middle'] == []
     with pytest.raises(ValueError, match='unknown class'):
         resolve_groups(classes, [1, 1, 1], dict(head=['zebra']))
+    # one spelling: the hook's former 'counts' is refused, naming the accepted ones
+    with pytest.raises(ValueError, match="'dota', 'auto'"):
+        resolve_groups(classes, [1, 1, 1], 'counts')
+    with pytest.raises(ValueError, match='needs the per-class training counts'):
+        resolve_groups(classes, None, 'auto')
+    with pytest.raises(ValueError, match='unknown group names'):
+        resolve_groups(classes, None, dict(rare=['a']))

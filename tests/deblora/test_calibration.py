@@ -1,11 +1,12 @@
 """Counts, both center weightings, alpha modes and calibration on hand-computed cases."""
+import json
 import math
 
 import pytest
 import torch
 
-from mmdeblora.deblora import (DebiasState, calibrate, calibrated_mask, class_alphas,
-                               count_matrix, debiased_centers, fit_debias)
+from mmdeblora.deblora import (DebiasState, calibrate, calibrated_mask, class_alphas, count_matrix,
+                               debiased_centers, fit_debias, loss_scale)
 
 # 2 clusters, 3 classes. Cluster 0: 6 of class 0, 2 of class 2; cluster 1: 2 of class 1,
 # 2 of class 2.
@@ -74,19 +75,70 @@ def test_calibrated_mask():
 
 def test_fit_debias_zero_class_fewer_than_k_and_roundtrip(tmp_path):
     torch.manual_seed(0)
-    z = torch.randn(10, 4)
+    z = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
     y = torch.tensor([0] * 8 + [1] * 2)  # class 2 has no instance, 10 points < K=32
     st = fit_debias(z, y, ['a', 'b', 'c'], [False, True, True], num_clusters=32,
                     alpha_mode='imbalance')
     assert st.centers.shape == (10, 4) and st.counts.sum() == 10
     assert st.class_counts.tolist() == [8, 2, 0]
     assert st.alphas[2] == 0 and st.alphas[1] == pytest.approx(0.5)
+    # a class without training instances is not listed as calibrated
+    assert st.calibrated.tolist() == [False, True, False] and st.calibrated_names == ['b']
     assert torch.isfinite(st.class_centers).all()
-    gap = ((z - calibrate(z, y, st.class_centers, st.alphas)) ** 2).sum(1).mean()
+    z_hat = calibrate(z, y, st.class_centers, st.alphas, renormalize=True)
+    gap = ((z - z_hat) ** 2).sum(1).mean()  # no cap: natural shares = extracted shares
     assert st.loss_scale == pytest.approx(float(gap), rel=1e-5)
     st.save(str(tmp_path))
+    meta = json.load(open(tmp_path / 'deblora_state.json'))
+    assert meta['calibrated'] == ['b'] and meta['natural_counts'] == dict(a=8, b=2, c=0)
     back = DebiasState.load(str(tmp_path))
     assert torch.equal(back.counts, st.counts) and torch.equal(back.alphas, st.alphas)
     assert back.class_names == st.class_names and back.weighting == st.weighting
+    assert torch.equal(back.natural_counts, st.natural_counts)
     back2 = DebiasState.from_dict(st.to_dict())
     assert torch.equal(back2.class_centers, st.class_centers)
+
+
+def test_renormalized_targets_are_reachable_unit_vectors():
+    z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    h = torch.tensor([[0.0, 0.5], [0.0, 0.5]])  # a mix of centers: norm < 1
+    a = torch.tensor([0.5, 0.0])
+    plain = calibrate(z, torch.tensor([0, 1]), h, a)
+    on = calibrate(z, torch.tensor([0, 1]), h, a, renormalize=True)
+    assert plain[0].norm() < 0.8  # off the sphere: no normalised feature reaches it
+    assert on[0].norm() == pytest.approx(1.0)
+    assert torch.allclose(on[0], plain[0] / plain[0].norm())
+    assert torch.equal(on[1], z[1])  # alpha 0: unchanged
+
+
+def test_loss_scale_uses_natural_shares_not_the_cap():
+    """Capping the head (max_per_class) changes the extracted shares; the scale must not
+    move: it is the expected gap of a training instance under the natural counts."""
+    gen = torch.Generator().manual_seed(0)
+    natural = [1000, 10]  # head, tail
+    y_all = torch.tensor([0] * 1000 + [1] * 10)
+    z = torch.nn.functional.normalize(torch.randn(1010, 8, generator=gen), dim=1)
+    h = torch.nn.functional.normalize(torch.randn(2, 8, generator=gen), dim=1)
+    a = torch.tensor([0.0, 0.5])
+    z_hat = calibrate(z, y_all, h, a, renormalize=True)
+    full = loss_scale(z, z_hat, y_all, natural)
+    keep = torch.cat([torch.arange(20), torch.arange(1000, 1010)])  # cap 20 per class
+    capped = loss_scale(z[keep], z_hat[keep], y_all[keep], natural)
+    assert capped == pytest.approx(full, rel=1e-6)
+    # the old definition (mean over the extracted set) moves with the cap by ~20x
+    old_full = ((z - z_hat) ** 2).sum(1).mean()
+    old_capped = ((z[keep] - z_hat[keep]) ** 2).sum(1).mean()
+    assert old_capped / old_full > 10
+
+
+def test_imbalance_alphas_and_no_calibrated_class():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(30, 4), dim=1)
+    y = torch.tensor([0] * 10 + [1] * 10 + [2] * 10)  # capped: equal extracted counts
+    st = fit_debias(z, y, ['h', 'm', 't'], [False, True, True], num_clusters=4,
+                    natural_counts=[1000, 100, 10], alpha_mode='imbalance')
+    # alphas follow the natural imbalance, not the capped (equal) counts
+    assert st.alphas.tolist() == pytest.approx([0, 0.25, 0.5], abs=1e-6)
+    with pytest.raises(ValueError, match='no class to calibrate'):
+        fit_debias(z, y, ['h', 'm', 't'], [False, True, True], num_clusters=4,
+                   natural_counts=[1000, 0, 0])

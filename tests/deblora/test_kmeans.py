@@ -50,14 +50,23 @@ def test_fewer_points_than_k_and_duplicates():
         kmeans(torch.zeros(0, 3), 4)
 
 
+def test_non_finite_features_are_named():
+    x = torch.randn(50, 4)
+    x[7, 2] = float('nan')
+    x[31, 0] = float('inf')
+    with pytest.raises(ValueError, match=r'2 of 50 feature rows with NaN or inf.*\[7, 31\]'):
+        kmeans(x, 4)
+
+
 def _worker(rank: int, world: int, port: int, x: torch.Tensor, out: str) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     tdist.init_process_group('gloo', rank=rank, world_size=world)
-    from mmdeblora.engine.hooks.gather import gather_cat
+    from mmdeblora.engine.debias import gather_cat
+
     # unequal shards, as a sampler without padding gives
     cut = 700
     local = x[:cut] if rank == 0 else x[cut:]
-    res = kmeans(local, 6, n_init=2, seed=1, gather_fn=gather_cat)
+    res = kmeans(gather_cat(local), 6, n_init=2, seed=1)
     torch.save(res.centers, f'{out}/centers{rank}.pt')
     tdist.destroy_process_group()
 

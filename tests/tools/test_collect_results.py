@@ -1,9 +1,8 @@
+import importlib.util
 import json
 import os
 import os.path as osp
 import time
-
-import importlib.util
 
 import pytest
 
@@ -43,8 +42,8 @@ def test_takes_the_last_validation_of_the_newest_run(tmp_path, capsys):
     assert m['mAP'] == 0.25 and m['AP50/ship'] == 0.6
     main([f'LoRA={wd}', '--per-class'])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split('|')[1:-1] == [' run ', ' head_mAP ', ' middle_mAP ', ' tail_mAP ',
-                                        ' mAP ', ' ship ']
+    assert out[0].split('|')[1:-1] == [
+        ' run ', ' head_mAP ', ' middle_mAP ', ' tail_mAP ', ' mAP ', ' ship ']
     assert out[2] == '| LoRA | 50.0 | 20.0 | 12.5 | 25.0 | 60.0 |'
 
 

@@ -1,4 +1,5 @@
-"""tools/debias.py on a stage-1 checkpoint of the toy debLoRA config."""
+"""tools/debias.py on a checkpoint of the toy debLoRA config: the same public step as the
+hook, the report files, and the natural-count alphas."""
 import csv
 import json
 import os.path as osp
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
+from mmdeblora.visualization import embed_2d
 from tests.conftest import REPO, run_tool, toy_options
 
 CFG = osp.join(REPO, 'configs', 'deblora', 'oriented_rcnn_r18_deblora_toy.py')
@@ -33,27 +35,31 @@ def test_debias_report(toy_root, tmp_path):
     rows = list(csv.DictReader(open(out / 'counts.csv')))
     n = sum(int(r['size']) for r in rows)
     assert n > 0 and len(rows) <= 32
-    alphas = {r['class']: (int(r['instances']), float(r['alpha']))
-              for r in csv.DictReader(open(out / 'alphas.csv'))}
-    assert sum(c for c, _ in alphas.values()) == n
-    assert alphas['ship'][1] == 0  # head: not calibrated
-    tail = [a for k, (c, a) in alphas.items() if k in ('helicopter', 'roundabout') and c]
-    assert all(a == 0.5 for a in tail)
+    alphas = {r['class']: r for r in csv.DictReader(open(out / 'alphas.csv'))}
+    assert sum(int(r['clustered_instances']) for r in alphas.values()) == n
+    assert float(alphas['ship']['alpha']) == 0  # head: not calibrated
+    # imbalance alphas (the default): rarer calibrated classes get more, up to alpha_max
+    natural = {k: int(r['natural_instances']) for k, r in alphas.items()}
+    tail = {k: float(r['alpha']) for k, r in alphas.items()
+            if int(r['calibrated'])}
+    assert tail and max(tail.values()) <= 0.5
+    rarest = min(tail, key=lambda k: natural[k])
+    commonest = max(tail, key=lambda k: natural[k])
+    assert tail[rarest] >= tail[commonest]
     stats = json.load(open(out / 'stats.json'))
     assert set(stats['before']) == {'head_tail', 'tail_tail', 'intra_tail'}
     assert np.load(out / 'class_centers.npy').shape == (15, 128)
+    state = json.load(open(out / 'deblora_state.json'))
+    # only classes with training instances are listed as calibrated
+    assert set(state['calibrated']) == {k for k in tail}
+    assert all(natural[k] > 0 for k in state['calibrated'])
 
 
 def test_embed_2d_tsne_and_pca():
-    import importlib.util
-    import sys
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    spec = importlib.util.spec_from_file_location('debias_tool',
-                                                  osp.join(REPO, 'tools', 'debias.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     x = np.random.RandomState(0).randn(40, 8).astype(np.float32)
-    pts, name = mod.embed_2d(x, 'pca')
+    pts, name = embed_2d(x, 'pca')
     assert pts.shape == (40, 2) and name == 'PCA'
-    pts, name = mod.embed_2d(x, 'auto')
-    assert pts.shape == (40, 2) and name in ('t-SNE', 'PCA')
+    # PCA: the first axis carries the most variance
+    assert pts[:, 0].var() >= pts[:, 1].var()
+    pts, name = embed_2d(x, 'tsne')
+    assert pts.shape == (40, 2) and name == 't-SNE'

@@ -1,6 +1,9 @@
-"""tools/merge_lora.py: adapters merged into base weights give the same detector features."""
+"""tools/merge_lora.py: adapters merged into base weights give the same detector features,
+and no file is destroyed."""
 import copy
+import importlib.util
 import os.path as osp
+import shutil
 
 import pytest
 import torch
@@ -38,8 +41,13 @@ def test_merged_checkpoint_matches_the_lora_model(name, tmp_path):
     torch.save({'meta': {'epoch': 1}, 'state_dict': model.state_dict()}, ckpt)
 
     out = tmp_path / 'merged' / 'model.pth'
+    stale = tmp_path / 'adapters' / 'backbone' / 'stale.txt'  # an older run's outputs
+    stale.parent.mkdir(parents=True)
+    for path in (out, out.with_suffix('.py'), stale):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text('from an older run')
     run_tool('merge_lora.py', cfg_path, str(ckpt), str(out),
-             '--save-adapters', str(tmp_path / 'adapters'))
+             '--save-adapters', str(tmp_path / 'adapters'), '--force')
 
     merged_ckpt = torch.load(out, map_location='cpu', weights_only=True)
     keys = list(merged_ckpt['state_dict'])
@@ -58,16 +66,19 @@ def test_merged_checkpoint_matches_the_lora_model(name, tmp_path):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
-    # the adapters alone, as safetensors, restore the LoRA model's adapters
+    # the adapters alone (LoRABackbone.save_adapters' format) restore the LoRA model's
     folder = tmp_path / 'adapters' / 'backbone'
-    assert sorted(p.name for p in folder.iterdir()) == [
-        'adapters.json', 'default.safetensors', 'second.safetensors']
     torch.manual_seed(0)
     fresh = _build(Config.fromfile(cfg_path)).backbone
     fresh.load_adapters(str(folder))
     for name_ in ('default', 'second'):
         a, b = fresh.adapter_state_dict(name_), lora.adapter_state_dict(name_)
         assert all(torch.equal(a[k], b[k]) for k in b)
+
+    # --force replaced the outputs of an older run, leaving no temporary file behind
+    assert not stale.exists()
+    assert sorted(p.name for p in (tmp_path / 'merged').iterdir()) == ['model.pth', 'model.py']
+    assert not [p for p in tmp_path.rglob('.*')]
 
 
 def test_a_model_without_lora_is_refused(tmp_path):
@@ -77,3 +88,74 @@ def test_a_model_without_lora_is_refused(tmp_path):
     torch.save({'state_dict': _build(Config.fromfile(cfg)).state_dict()}, ckpt)
     proc = run_tool('merge_lora.py', cfg, str(ckpt), str(tmp_path / 'out.pth'), check=False)
     assert proc.returncode != 0 and 'no LoRABackbone' in proc.stderr
+
+
+def _merge_tool():
+    spec = importlib.util.spec_from_file_location(
+        'merge_lora', osp.join(REPO, 'tools', 'merge_lora.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_destructive_outputs_are_refused_before_any_work(tmp_path):
+    """issue 10: each of these destroyed a file; CHECKPOINT must stay byte-identical."""
+    cfg = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_r18_lora_toy.py')
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'the training checkpoint')
+    (tmp_path / 'epoch_1.py').write_text('# an older merged config')
+    (tmp_path / 'adapters').mkdir()
+    (tmp_path / 'adapters' / 'default.safetensors').write_bytes(b'x')
+    proc = run_tool('merge_lora.py', cfg, str(ckpt), str(ckpt),
+                    '--save-adapters', str(tmp_path / 'adapters'), check=False)
+    assert proc.returncode != 0
+    message = proc.stderr.split('FileExistsError: refusing to overwrite')[-1]
+    assert 'is CHECKPOINT itself' in message and 'epoch_1.py\' exists' in message
+    assert 'adapters\' exists and is not empty' in message and '--force' in message
+    assert ckpt.read_bytes() == b'the training checkpoint'
+    shutil.rmtree(tmp_path / 'adapters')
+
+    check = _merge_tool().check_outputs
+    with pytest.raises(ValueError, match='ends in .py'):  # even with --force
+        check(cfg, str(ckpt), str(tmp_path / 'merged.py'), None, True)
+    user_cfg = tmp_path / 'my_cfg.py'
+    user_cfg.write_text('# the user\'s own config')
+    with pytest.raises(FileExistsError, match=r'OUT.py .*my_cfg.py\' exists'):
+        check(cfg, str(ckpt), str(tmp_path / 'my_cfg.pth'), None, False)
+    with pytest.raises(FileExistsError, match='is CONFIG itself'):
+        check(str(user_cfg), str(ckpt), str(tmp_path / 'my_cfg.pth'), None, False)
+    (tmp_path / 'adapters').mkdir()  # empty: fine
+    check(cfg, str(ckpt), str(tmp_path / 'new.pth'), str(tmp_path / 'adapters'), False)
+    (tmp_path / 'adapters' / 'default.safetensors').write_bytes(b'x')
+    with pytest.raises(FileExistsError, match="--save-adapters .* is not empty"):
+        check(cfg, str(ckpt), str(tmp_path / 'new.pth'), str(tmp_path / 'adapters'), False)
+    check(cfg, str(ckpt), str(tmp_path / 'my_cfg.pth'), str(tmp_path / 'adapters'), True)
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path):
+    tool = _merge_tool()
+    out = tmp_path / 'model.pth'
+    out.write_bytes(b'old weights')
+
+    def crash(tmp):
+        with open(tmp, 'wb') as fh:
+            fh.write(b'half of the new wei')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tool.write_atomic(str(out), crash)
+    assert out.read_bytes() == b'old weights'
+    assert [p.name for p in tmp_path.iterdir()] == ['model.pth']
+    folder = tmp_path / 'adapters'
+    folder.mkdir()
+    (folder / 'a.safetensors').write_bytes(b'old')
+
+    def crash_in_dir(tmp):
+        crash(osp.join(tmp, 'b.safetensors'))
+
+    with pytest.raises(KeyboardInterrupt):
+        tool.replace_dir(str(folder), crash_in_dir)
+    assert [p.name for p in folder.iterdir()] == ['a.safetensors']
+    tool.replace_dir(str(folder), lambda tmp: open(osp.join(tmp, 'b'), 'w').close())
+    assert [p.name for p in folder.iterdir()] == ['b']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['adapters', 'model.pth']

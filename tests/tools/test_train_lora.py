@@ -38,6 +38,6 @@ def test_sd_dota_config_stops_before_building_anything(tmp_path):
     assert f"model.backbone.backbone.pretrained='{tmp_path}/no-sd-v1-5'" in err
     assert 'train_dataloader.dataset.data_root' in err
     assert '--cfg-options model.backbone.backbone.pretrained=' in err  # how to fix it
-    assert 'Stable Diffusion v1.5' in err and 'img_split.py' in err
+    assert 'Stable Diffusion v1.5' in err and 'tools/data/dota/split_dota.py' in err
     assert 'LoRABackbone' not in proc.stdout and not list(tmp_path.glob('*/*.log'))
     assert time.time() - start < 60

@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from mmengine.fileio import load
 
+import mmdeblora  # noqa: F401  allow-lists mmengine's checkpoint contents
 from tests.conftest import REPO, TOY_CFG, run_tool, toy_options
+from tests.utils.test_checkpoint import EVIL, UNSAFE_ADVICE
 
 
 @pytest.fixture(scope='module')
@@ -39,6 +42,7 @@ def test_checkpoint_needs_the_allow_list_under_weights_only(trained):
 
 def test_test_tool_loads_and_evaluates_like_dotametric(trained, toy_root, tmp_path):
     from mmrotate.evaluation import DOTAMetric
+
     from mmdeblora.datasets import DOTA_CLASSES
     wd, ckpt = trained
     out = tmp_path / 'preds.pkl'
@@ -54,6 +58,46 @@ def test_test_tool_loads_and_evaluates_like_dotametric(trained, toy_root, tmp_pa
     metric.dataset_meta = dict(classes=DOTA_CLASSES)
     metric.process({}, load(str(out)))
     assert round(metric.compute_metrics(metric.results)['mAP'], 4) == reported
+
+
+@pytest.mark.slow
+def test_test_tool_refuses_a_checkpoint_that_does_not_fit(trained, toy_root, tmp_path):
+    """issue 10: a checkpoint of which 0 keys match, or whose class head has another size,
+    printed a normal mAP table and exited 0."""
+    _, ckpt = trained
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'encoder.layer1.weight': torch.zeros(3)}}, other)
+    proc = run_tool('test.py', TOY_CFG, str(other), '--work-dir', str(tmp_path),
+                    *toy_options(toy_root), check=False)
+    assert proc.returncode != 0 and 'Epoch(test)' not in proc.stdout + proc.stderr
+    assert re.search(rf'CheckpointMismatchError: checkpoint {other} does not fit the model: '
+                     r'0 of \d+ model tensors loaded', proc.stderr), proc.stderr[-2000:]
+    # a class head of another size, evaluated on purpose: a warning with the count
+    saved = torch.load(ckpt, map_location='cpu', weights_only=True)
+    for key in ('roi_head.bbox_head.fc_cls.weight', 'roi_head.bbox_head.fc_cls.bias'):
+        saved['state_dict'][key] = saved['state_dict'][key][:11]
+    head = tmp_path / 'ten_classes.pth'
+    torch.save(saved, head)
+    proc = run_tool('test.py', TOY_CFG, str(head), '--work-dir', str(tmp_path),
+                    '--allow-mismatch', *toy_options(toy_root))
+    log = proc.stdout + proc.stderr
+    assert re.search(r'does not fit the model: (\d+) of (\d+) model tensors loaded; 2 with '
+                     r'another shape', log) and "checkpoint_mismatch='warn'" in log
+    assert 'dota/mAP' in log
+
+
+@pytest.mark.slow
+def test_test_tool_never_runs_code_from_a_checkpoint(toy_root, tmp_path, monkeypatch):
+    """issue 10: with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, tools/test.py ran the checkpoint's
+    code (mmengine leaves weights_only unset)."""
+    evil, marker = tmp_path / 'evil.pth', tmp_path / 'PWNED'
+    subprocess.run([sys.executable, '-c', EVIL, str(evil), str(marker)], check=True)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    proc = run_tool('test.py', TOY_CFG, str(evil), '--work-dir', str(tmp_path),
+                    *toy_options(toy_root), check=False)
+    assert proc.returncode != 0 and not marker.exists()
+    assert f"checkpoint '{evil}' refers to 'posix.system'" in proc.stderr, proc.stderr[-2000:]
+    assert not any(advice in proc.stderr for advice in UNSAFE_ADVICE)
 
 
 def test_resume_continues_from_the_last_checkpoint(trained, toy_root, tmp_path):

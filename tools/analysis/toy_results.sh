@@ -9,11 +9,11 @@
 # (lambda 1.0 / 0.05 / 0: stage 2 without the feature loss), deblora_imb
 # (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_k8 / deblora_k64
 # (K = 8 / 64 clusters), deblora_rerun (the default again).
-# An ablation resumes from the stage-1 checkpoint of the deblora run
-# ($OUT/deblora/epoch_4.pth) and trains stage 2 only: with the same seed the first 4 epochs
-# of every debLoRA run are the same (the logged losses match to the last digit); the
-# resumed run differs from a full one only in the global RNG state (RoI sampling), which
-# deblora_rerun measures.
+# An ablation resumes from the final stage-1 model of the deblora run
+# ($OUT/deblora/stage1_final.pth, saved by DebLoRAHook at the switch) and trains stage 2
+# only: with the same seed the first 4 epochs of every debLoRA run are the same, and the
+# resume is exact (RandomStateHook), so an ablation shares the full run's random stream
+# and is a paired comparison; deblora_rerun reproduces the full run bit for bit.
 # Then: python tools/analysis/collect_results.py LoRA=work_dirs/results/lora ...
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -55,7 +55,7 @@ for run in "${RUNS[@]}"; do
   cfg="$1"; shift
   resume=()
   if [[ "$run" == deblora_* ]]; then
-    stage1="$OUT/deblora/epoch_4.pth"
+    stage1="$OUT/deblora/stage1_final.pth"
     [ -f "$stage1" ] || { echo "$run needs $stage1: run deblora first" >&2; exit 1; }
     resume=(--resume "$stage1")
   fi

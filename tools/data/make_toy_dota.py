@@ -1,11 +1,8 @@
 """Generate the long-tailed toy DOTA: ``python tools/data/make_toy_dota.py [OUT]``."""
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from mmdeblora.datasets.toy_dota import make_toy_dota  # noqa: E402
+from mmdeblora.datasets.toy_dota import make_toy_dota
 
 
 def main() -> None:

@@ -1,8 +1,13 @@
-# The generated long-tailed DOTA (tools/data/make_toy_dota.py) on top of mmrotate's
-# Oriented R-CNN. mmengine forbids two bases that both define the dataloaders and
-# mmrotate ships no model-only base, so this layer switches mmrotate's DOTA settings to
-# the toy data and the toy configs chain through it.
-_base_ = 'mmrotate::oriented_rcnn/oriented-rcnn-le90_r50_fpn_1x_dota.py'
+# The generated long-tailed DOTA (tools/data/make_toy_dota.py): data only (datasets,
+# pipelines, loaders, evaluators), no model and no schedule, so it can be a base beside
+# any detector's model base, e.g.
+#   _base_ = ['../_base_/models/oriented_rcnn_le90_r50_fpn.py',
+#             '../_base_/datasets/toy_dota.py',
+#             'mmrotate::_base_/schedules/schedule_1x.py',
+#             'mmrotate::_base_/default_runtime.py']
+# It changes mmrotate's DOTA data settings to the toy data: 256 px images, the labelled
+# `test` split for validation and testing, CheckedDOTADataset and GroupDOTAMetric.
+_base_ = 'mmrotate::_base_/datasets/dota.py'
 
 custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
 
@@ -19,6 +24,7 @@ train_pipeline = [
          direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='mmdet.PackDetInputs')
 ]
+# the toy test split is labelled, so its pipeline loads the annotations
 test_pipeline = [
     dict(type='mmdet.LoadImageFromFile'),
     dict(type='mmdet.Resize', scale=img_scale, keep_ratio=True),

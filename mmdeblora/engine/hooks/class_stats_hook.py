@@ -1,10 +1,11 @@
 """Hand the training set's class counts and groups to the modules that asked for them."""
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmrotate.registry import HOOKS
+from mmengine.registry import HOOKS
 
+from mmdeblora.datasets.class_groups import GroupSpec, check_group_spec
 from mmdeblora.datasets.class_stats import ClassStats, load_or_compute_class_stats
 
 
@@ -21,15 +22,16 @@ class ClassStatsHook(Hook):
     ``set_class_groups(group_indices)`` (``{'head': [class indices], ...}``).
 
     Args:
-        groups: ``'dota'``, a dict of class names, or ``None`` / ``'auto'`` (from the
-            counts' shares, see ``groups_from_counts``).
+        groups: ``'auto'`` (from the counts' shares, see ``groups_from_counts``),
+            ``'dota'`` or a dict of class names (``mmdeblora.datasets.resolve_groups``).
         group_thresholds: shares for ``groups_from_counts``.
     """
 
     priority = 'VERY_HIGH'  # before anything that might run a training step
 
-    def __init__(self, groups: Union[None, str, Dict[str, Sequence[str]]] = None,
+    def __init__(self, groups: GroupSpec = 'auto',
                  group_thresholds: Optional[Dict[str, float]] = None) -> None:
+        check_group_spec(groups)
         self.groups = groups
         self.group_thresholds = group_thresholds
         self.stats: Optional[ClassStats] = None

@@ -1,4 +1,6 @@
+from . import pretrain_registry  # noqa: F401  (registers them in mmpretrain too)
+from .clora_backbone import CLoRABackbone
 from .lora_backbone import LoRABackbone, clora_adapter_name
 from .sd_backbone import SDBackbone
 
-__all__ = ['LoRABackbone', 'SDBackbone', 'clora_adapter_name']
+__all__ = ['CLoRABackbone', 'LoRABackbone', 'SDBackbone', 'clora_adapter_name']

@@ -18,7 +18,7 @@ diffusers/transformers call passes ``local_files_only=True``. ``pretrained=None`
 models from ``unet_cfg`` / ``vae_cfg`` with random weights (the tiny test configuration).
 """
 import os.path as osp
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -61,7 +61,9 @@ class SDBackbone(BaseModule):
         unet_cfg, vae_cfg: ``UNet2DConditionModel`` / ``AutoencoderKL`` kwargs; needed when
             ``pretrained`` is None or a single file (the file's layout, e.g. SD v1.5's).
         timestep: DDPM timestep of the noise added to the latents (VPD uses ~0/1).
-        test_noise_draws: at test time, features are averaged over this many noise draws.
+        test_noise_draws: at test time, features are averaged over this many noise draws
+            (the official debLoRA extractor averages 8).
+        noise_seed: seed of the fixed noise used inside ``deterministic_features()``.
         text_mode: ``'zeros'`` (an all-zero context), ``'prompt'`` (``prompt`` encoded once by
             the local CLIP text encoder) or ``'learnable'`` (a context parameter, started from
             the prompt encoding when an encoder is given, else zeros; train it through
@@ -85,6 +87,7 @@ class SDBackbone(BaseModule):
                  vae_cfg: Optional[dict] = None,
                  timestep: int = 1,
                  test_noise_draws: int = 1,
+                 noise_seed: int = 0,
                  text_mode: str = 'zeros',
                  prompt: str = '',
                  text_encoder: Optional[str] = None,
@@ -108,6 +111,11 @@ class SDBackbone(BaseModule):
             raise ValueError(f'lora_targets must be one of {list(LORA_TARGETS)}')
         self.unet, self.vae = self._build(pretrained, unet_cfg, vae_cfg)
         self.timestep, self.test_noise_draws = int(timestep), int(test_noise_draws)
+        if self.test_noise_draws < 1:
+            raise ValueError(f'test_noise_draws must be >= 1, got {test_noise_draws}')
+        self.noise_seed = int(noise_seed)
+        self._fixed_noise = False
+        self._noise_cache: Dict[tuple, torch.Tensor] = {}
         self.stride4, self.autocast, self.freeze_vae = stride4, AUTOCAST[autocast], freeze_vae
         self.default_lora_target_modules = LORA_TARGETS[lora_targets]
         self.scaling_factor = float(self.vae.config.scaling_factor)
@@ -265,9 +273,39 @@ class SDBackbone(BaseModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_vae):
             return self.vae.encode(img).latent_dist.mean * self.scaling_factor
 
-    def _features(self, latents: torch.Tensor) -> List[torch.Tensor]:
+    @contextmanager
+    def deterministic_features(self):
+        """Inside, every forward uses ``test_noise_draws`` fixed noise draws, train or eval.
+
+        Draw i is one noise pattern seeded by ``noise_seed + i`` and shared by every image
+        of every batch, so the features are a function of the image alone. debLoRA needs
+        that: the stage-2 targets (a no-grad pass of the stage-1 path), the student pass
+        and the features clustered at the switch must see the same noisy latents, or the
+        feature loss measures noise (on the tiny SD config, two passes with fresh noise
+        differed by 0.55 per instance against a calibration shift of 0.13).
+        """
+        prev = self._fixed_noise
+        self._fixed_noise = True
+        try:
+            yield self
+        finally:
+            self._fixed_noise = prev
+
+    def _noise(self, latents: torch.Tensor, draw: int) -> torch.Tensor:
+        if not self._fixed_noise:
+            return torch.randn_like(latents)
+        key = (draw, tuple(latents.shape[1:]), latents.dtype, str(latents.device))
+        if key not in self._noise_cache:
+            if len(self._noise_cache) > 32:  # a few input sizes at most in practice
+                self._noise_cache.clear()
+            gen = torch.Generator().manual_seed(self.noise_seed + draw)
+            self._noise_cache[key] = torch.randn((1, *latents.shape[1:]),
+                                                 generator=gen).to(latents)
+        return self._noise_cache[key].expand_as(latents)
+
+    def _features(self, latents: torch.Tensor, draw: int = 0) -> List[torch.Tensor]:
         a, s = self.noise_scales
-        noisy = a * latents + s * torch.randn_like(latents)
+        noisy = a * latents + s * self._noise(latents, draw)
         t = torch.full((latents.shape[0],), self.timestep, device=latents.device,
                        dtype=torch.long)
         ctx = self.context.to(latents.dtype).expand(latents.shape[0], -1, -1)
@@ -287,10 +325,10 @@ class SDBackbone(BaseModule):
                if self.autocast is not None else nullcontext())
         with ctx:
             latents = self.encode(x)
-            draws = 1 if self.training else max(1, self.test_noise_draws)
+            draws = self.test_noise_draws if self._fixed_noise or not self.training else 1
             feats = self._features(latents)
-            for _ in range(draws - 1):
-                feats = [f + g for f, g in zip(feats, self._features(latents))]
+            for i in range(1, draws):
+                feats = [f + g for f, g in zip(feats, self._features(latents, i))]
             if draws > 1:
                 feats = [f / draws for f in feats]
         feats = [f.float() for f in feats]

@@ -11,6 +11,15 @@ from mmrotate.registry import MODELS
 
 from .class_counts import AUTO_HINT, CountsArg, as_counts, check_counts_arg
 
+PLACEMENT_HINT = (
+    'ECMLoss works only as the loss_cls of an RoI bbox head: '
+    'model.roi_head.bbox_head.loss_cls of a two-stage detector (model.roi_head.bbox_head.'
+    '<i>.loss_cls in a cascade). Those heads ask it for C + 1 class channels and use its '
+    'test-time activation. It was built into a head that never asked: a one-stage '
+    "detector's model.bbox_head.loss_cls or an RPN's model.rpn_head.loss_cls, where it "
+    'trains without an error and detects nothing (mAP 0). Move it to the RoI head, or use a '
+    'loss made for dense heads there (e.g. mmdet.FocalLoss); see docs/baselines.md')
+
 
 def ecm_margins_and_weights(counts: Sequence[int], fg_bg_ratio: float = 6.3313
                             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,6 +93,8 @@ class ECMLoss(nn.Module):
         self.fg_bg_ratio = fg_bg_ratio
         self.reduction = reduction
         self.loss_weight = loss_weight
+        # set by the RoI bbox head that builds us (get_cls_channels); dense heads never ask
+        self.head_checked = False
         # Not saved in checkpoints: they follow from the counts, which are set again
         # before every training run, and testing does not use them.
         for name in ('pos_margin', 'neg_margin', 'class_weight'):
@@ -100,10 +111,20 @@ class ECMLoss(nn.Module):
         self.pos_margin, self.neg_margin, self.class_weight = (
             t.to(device) if device is not None else t for t in (pos, neg, w))
 
+    def check_placement(self) -> None:
+        """Refuse a head that ignores our class channels and test-time activation."""
+        if not self.head_checked:
+            raise ValueError(PLACEMENT_HINT)
+
+    def init_weights(self) -> None:
+        """The runner initialises weights before the first iteration: check there."""
+        self.check_placement()
+
     def get_cls_channels(self, num_classes: int) -> int:
         if num_classes != self.num_classes:
             raise ValueError(f'ECMLoss(num_classes={self.num_classes}) in a head with '
                              f'{num_classes} classes')
+        self.head_checked = True
         return num_classes + 1
 
     def get_activation(self, cls_score: torch.Tensor) -> torch.Tensor:
@@ -126,6 +147,7 @@ class ECMLoss(nn.Module):
                 label_weights: Optional[torch.Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None, **kwargs) -> torch.Tensor:
+        self.check_placement()
         if self.class_weight is None:
             raise RuntimeError(f'ECMLoss has no class counts yet. {AUTO_HINT}')
         if cls_score.shape[1] != self.num_classes + 1:

@@ -10,6 +10,16 @@ from mmrotate.registry import MODELS
 from torch import Tensor
 
 BRANCHES = ('head', 'middle', 'tail')  # H = all classes, M = middle + tail, T = tail
+WHERE_IT_FITS = (
+    'ResLTBBoxHead is the RoI classifier of a two-stage detector with a single RoI stage '
+    '(mmdet StandardRoIHead: Oriented R-CNN, rotated Faster R-CNN): set it at '
+    'model.roi_head.bbox_head; see docs/baselines.md')
+NOT_DENSE = ('ResLTBBoxHead was built with train_cfg / test_cfg, which one-stage detectors '
+             'pass to model.bbox_head: it is not a dense head. ' + WHERE_IT_FITS)
+NOT_CASCADE = ('ResLTBBoxHead in a cascade RoI head (model.roi_head.bbox_head.<i> of '
+               'Cascade R-CNN / RoI Transformer) is not supported: the cascade refines boxes '
+               'and averages stage scores on the three unfused branch blocks, so boxes and '
+               'scores would be silently wrong. ' + WHERE_IT_FITS)
 
 
 class ResLTClassifier(nn.Module):
@@ -90,6 +100,8 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
                  groups: Union[str, Dict[str, Sequence[int]]] = 'auto',
                  branch_type: str = 'bn',
                  test_weight_norm_gamma: Optional[float] = None, **kwargs) -> None:
+        if {'train_cfg', 'test_cfg'} & set(kwargs):
+            raise ValueError(NOT_DENSE)
         super().__init__(*args, **kwargs)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f'beta must be in [0, 1], got {beta}')
@@ -121,7 +133,7 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
             if not all(isinstance(i, int) for i in idx):
                 raise ValueError(f'group {g!r} must list class indices, got {list(idx)}; '
                                  "for class names use groups='auto' with "
-                                 "ClassStatsHook(groups={...names...})")
+                                 'ClassStatsHook(groups={...names...})')
             idx = list(idx)
             if any(not 0 <= i < self.num_classes for i in idx):
                 raise ValueError(f'group {g!r} has class indices outside '
@@ -173,6 +185,14 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
                                                  avg_factor)
             losses['acc'] = accuracy(self.fuse(cls_score), labels)
         return losses
+
+    def refine_bboxes(self, *args, **kwargs):
+        """Only cascade RoI heads call this (between stages, in training)."""
+        raise NotImplementedError(NOT_CASCADE)
+
+    def regress_by_class(self, *args, **kwargs):
+        """Only cascade RoI heads call this (between stages, at test time)."""
+        raise NotImplementedError(NOT_CASCADE)
 
     def _predict_by_feat_single(self, roi: Tensor, cls_score: Tensor, bbox_pred: Tensor,
                                 img_meta: dict, rescale: bool = False,

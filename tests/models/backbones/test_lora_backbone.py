@@ -1,6 +1,5 @@
 """LoRABackbone: peft LoRA around a registered backbone (ResNet-18 convs, ViT linears)."""
 import json
-import os.path as osp
 
 import pytest
 import torch
@@ -151,15 +150,17 @@ def test_adapter_save_load_round_trip(tmp_path, x):
     randomize(model, 'second', 2)
     model.freeze_adapter('second')
     files = model.save_adapters(str(tmp_path))
-    assert sorted(osp.basename(f) for f in files) == ['default.safetensors',
-                                                      'second.safetensors']
-    with safe_open(str(tmp_path / 'second.safetensors'), 'pt') as f:
+    # peft's layout: 'default' in the folder, every other adapter in a sub-folder
+    assert files == [str(tmp_path / 'adapter_model.safetensors'),
+                     str(tmp_path / 'second' / 'adapter_model.safetensors')]
+    with safe_open(files[1], 'pt') as f:
         keys = list(f.keys())
-        assert 'layer1.0.conv1.lora_B.weight' in keys
-        assert f.get_tensor('layer1.0.conv1.lora_A.weight').shape[0] == 2
-    meta = json.loads((tmp_path / 'adapters.json').read_text())
+        assert 'base_model.model.layer1.0.conv1.lora_B.weight' in keys
+        assert f.get_tensor('base_model.model.layer1.0.conv1.lora_A.weight').shape[0] == 2
+    assert json.loads((tmp_path / 'second' / 'adapter_config.json').read_text())['r'] == 2
+    meta = json.loads((tmp_path / 'mmdeblora_adapters.json').read_text())
     assert meta['active'] == ['default']
-    assert meta['adapters']['second']['rank'] == 2
+    assert meta['trainable'] == dict(default=True, second=False)
     expected = run(model, x)
 
     other = build(seed=0)  # same base, different random LoRA A, no 'second'

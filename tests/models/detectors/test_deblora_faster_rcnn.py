@@ -1,7 +1,9 @@
-"""DebLoRAFasterRCNN: plain FasterRCNN before de-biasing, the feature loss after."""
+"""The detectors' side of the de-biasing interface: FasterRCNN before de-biasing, the
+explicit stage-2 path, a truly fixed stage-1 path (BN and diffusion noise), RoI Transformer."""
 import copy
 import os.path as osp
 
+import mmrotate
 import pytest
 import torch
 from mmdet.structures import DetDataSample
@@ -11,18 +13,25 @@ from mmrotate.registry import MODELS
 from mmrotate.structures import RotatedBoxes
 
 import mmdeblora  # noqa: F401
-from mmdeblora.deblora import calibrate, gt_instance_features
+from mmdeblora.deblora import DebiasState, Stage2Settings, calibrate
+from mmdeblora.models import DebiasModel
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 TOY_CFG = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_r18_toy.py')
+SD_CFG = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_sd_tiny_lora_toy.py')
+ROI_TRANS = osp.join(osp.dirname(mmrotate.__file__), '.mim', 'configs', 'roi_trans',
+                     'roi-trans-le90_r50_fpn_1x_dota.py')
 NUM_CLASSES = 15
+DEFAULT_SCOPE = 'mmrotate'  # set around each test by tests/conftest.py
 
 
-def model_cfg(detector_type: str) -> dict:
+def model_cfg(detector_type: str, lora: bool = True) -> dict:
     cfg = Config.fromfile(TOY_CFG).model
     cfg.type = detector_type
-    cfg.backbone = dict(type='LoRABackbone', backbone=cfg.backbone, rank=4, alpha=4,
-                        target_modules=['conv1', 'conv2'])
+    if lora:
+        cfg.backbone = dict(type='LoRABackbone', backbone=cfg.backbone, rank=4, alpha=4,
+                            target_modules=['conv1', 'conv2'],
+                            trainable_extra=[r'(.*\.)?(bn\d|downsample\.1)\.(weight|bias)'])
     return cfg
 
 
@@ -44,9 +53,9 @@ def batch(seed: int = 0, size: int = 64):
     return inputs, samples
 
 
-def build(detector_type='DebLoRAFasterRCNN', seed=0):
+def build(cfg=None, seed=0):
     torch.manual_seed(seed)
-    m = MODELS.build(model_cfg(detector_type))
+    m = MODELS.build(cfg or model_cfg('DebLoRAFasterRCNN'))
     m.init_weights()
     with torch.no_grad():  # a non-zero stage-1 adapter, as after stage-1 training
         for n, p in m.backbone.named_parameters():
@@ -55,9 +64,21 @@ def build(detector_type='DebLoRAFasterRCNN', seed=0):
     return m.train()
 
 
+def state_for(m, alphas, dim=128, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.nn.functional.normalize(torch.randn(NUM_CLASSES, dim, generator=g),
+                                            dim=1) * 0.6  # a mix of centers: norm < 1
+    return DebiasState(centers=centers[:4], counts=torch.ones(4, NUM_CLASSES, dtype=torch.long),
+                       class_centers=centers, alphas=alphas,
+                       calibrated=alphas > 0, class_names=[str(i) for i in range(15)],
+                       loss_scale=scale)
+
+
 def test_behaves_like_faster_rcnn_before_debias():
     ours = build()
+    assert isinstance(ours, DebiasModel) and not ours.debias_enabled
     plain = MODELS.build(model_cfg('mmdet.FasterRCNN'))
+    assert not isinstance(plain, DebiasModel)
     plain.load_state_dict(ours.state_dict())
     plain.train()
     inputs, samples = batch()
@@ -65,52 +86,163 @@ def test_behaves_like_faster_rcnn_before_debias():
     a = ours.loss(inputs, copy.deepcopy(samples))
     torch.manual_seed(1)
     b = plain.loss(inputs, copy.deepcopy(samples))
-    assert set(a) == set(b) and 'loss_deblora_feat' not in a
+    # and the explicit stage-2 path: the task loss from given features is the same
+    torch.manual_seed(1)
+    c = ours.debias_task_loss(ours.extract_feat(inputs), copy.deepcopy(samples))
+    assert set(a) == set(b) == set(c) and 'loss_deblora_feat' not in a
     for k in a:
-        va = torch.stack(a[k]).sum() if isinstance(a[k], list) else a[k]
-        vb = torch.stack(b[k]).sum() if isinstance(b[k], list) else b[k]
-        assert torch.equal(va, vb), k
+        va, vb, vc = (torch.stack(v[k]).sum() if isinstance(v[k], list) else v[k]
+                      for v in (a, b, c))
+        assert torch.equal(va, vb) and torch.equal(va, vc), k
 
 
 def test_feature_loss_targets_and_gradients():
     m = build()
-    m.backbone.add_adapter('deblora')
-    m.backbone.freeze_adapter('default')
-    for p in m.neck.parameters():
-        p.requires_grad_(False)
     inputs, samples = batch()
-    d = 128
-    centers = torch.nn.functional.normalize(torch.randn(NUM_CLASSES, d), dim=1)
+    stage2 = Stage2Settings(loss_weight=2.0, loss_normalize=True)
     # alpha 0: the new adapter starts at B = 0, so the student is the stage-1 model
-    m.set_debias(centers, torch.zeros(NUM_CLASSES))
-    assert m.loss(inputs, samples)['loss_deblora_feat'].item() == pytest.approx(0, abs=1e-10)
+    m.enter_debias_stage(state_for(m, torch.zeros(NUM_CLASSES)), stage2)
+    assert m.backbone.adapter_names == ['default', 'deblora']
+    assert m.loss(inputs, samples)['loss_deblora_feat'].item() == 0
 
     alphas = torch.zeros(NUM_CLASSES)
     alphas[13:] = 0.5  # calibrate classes 13, 14
-    m.set_debias(centers, alphas, loss_weight=2.0)
+    st = state_for(m, alphas, scale=4.0)
+    m.enter_debias_stage(st, stage2)  # idempotent: the adapter exists already
+    assert m.backbone.adapter_names == ['default', 'deblora']
     losses = m.loss(inputs, samples)
     with torch.no_grad():
-        z, y = gt_instance_features(m, m.extract_feat(inputs), samples)
-        want = 2.0 * ((z - calibrate(z, y, centers, alphas)) ** 2).sum(1).mean()
-    assert losses['loss_deblora_feat'].item() == pytest.approx(want.item(), rel=1e-4)
+        z, y = m.instance_features(inputs, samples, ['default'])
+        t = calibrate(z, y, st.class_centers, alphas, renormalize=True)
+        want = 2.0 / 4.0 * ((z - t) ** 2).sum(1).mean()
+    assert torch.allclose(t.norm(dim=1), torch.ones(len(t)))  # targets on the sphere
     assert want > 0
-    m.set_debias(centers, alphas, loss_weight=2.0, loss_scale=4.0)
-    scaled = m.loss(inputs, samples)['loss_deblora_feat'].item()
-    assert scaled == pytest.approx(want.item() / 4, rel=1e-4)
+    assert losses['loss_deblora_feat'].item() == pytest.approx(want.item(), rel=1e-5)
 
     m.zero_grad()
     losses['loss_deblora_feat'].backward()
-    grads = {n: p.grad for n, p in m.backbone.named_parameters()}
+    grads = {n: p.grad for n, p in m.named_parameters()}
     assert any(g is not None and g.abs().sum() > 0
                for n, g in grads.items() if 'lora_B.deblora' in n)
-    assert all(g is None for n, g in grads.items() if '.default' in n)
+    frozen = [n for n in grads if '.default' in n or n.startswith('neck.') or '.bn' in n]
+    assert frozen and all(grads[n] is None for n in frozen)
+
+
+def _bn_buffers(m):
+    return {n: b.clone() for n, b in m.named_buffers() if 'running' in n}
+
+
+def test_stage1_path_is_fixed_with_batch_norm():
+    """norm_eval=False (the toy ResNet configs): BN in train mode in stage 1. In stage 2
+    the target pass equals extraction bit for bit, and training never moves BN stats."""
+    m = build()
+    inputs, samples = batch()
+    m.eval()
+    with torch.no_grad():
+        extracted, _ = m.instance_features(inputs, samples)  # as at the switch
+    m.train()
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[14] = 0.5
+    m.enter_debias_stage(state_for(m, alphas), Stage2Settings())
+    m.train()  # the runner calls train() every epoch
+    bn = [mod for mod in m.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert bn and not any(mod.training for mod in bn) and m.roi_head.training
+    before = _bn_buffers(m)
+    with torch.no_grad():
+        target_pass, _ = m.instance_features(inputs, samples, ['default'])
+    assert torch.equal(target_pass, extracted)
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01)
+    for _ in range(2):
+        losses = m.loss(inputs, copy.deepcopy(samples))
+        opt.zero_grad()
+        sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items()
+            if 'loss' in k).backward()
+        opt.step()
+    after = _bn_buffers(m)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with torch.no_grad():  # the stage-1 model behind the targets did not move
+        again, _ = m.instance_features(inputs, samples, ['default'])
+    assert torch.equal(again, extracted)
+
+
+def test_stage1_path_is_fixed_with_diffusion_noise():
+    """SDBackbone draws fresh noise per forward; the de-biasing passes share fixed noise,
+    so extraction and the stage-2 target pass agree bit for bit."""
+    cfg = Config.fromfile(SD_CFG).model
+    cfg.type = 'DebLoRAFasterRCNN'
+    cfg.backbone.backbone.test_noise_draws = 2
+    m = build(cfg)
+    inputs, samples = batch(size=128)
+    inputs = inputs * 255
+    data = m.data_preprocessor(dict(inputs=list(inputs), data_samples=samples), False)
+    x, ds = data['inputs'], data['data_samples']
+    m.eval()
+    with torch.no_grad():
+        extracted, _ = m.instance_features(x, ds)
+        # without the fixed noise, two passes differ: the noise the fix removes
+        torch.manual_seed(0)
+        a = m.backbone(x)[1]
+        b = m.backbone(x)[1]
+    assert not torch.equal(a, b)
+    m.train()
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[14] = 0.5
+    m.enter_debias_stage(state_for(m, alphas, dim=cfg.neck.out_channels), Stage2Settings())
+    m.train()
+    with torch.no_grad():
+        target_pass, _ = m.instance_features(x, ds, ['default'])
+        student, _ = m.instance_features(x, ds)  # new adapter at B = 0: the same model
+    assert torch.equal(target_pass, extracted)
+    assert torch.equal(student, extracted)
+    # a calibrated-free batch has a zero feature loss at the start of stage 2
+    loss = m.loss(x, [s for s in ds])['loss_deblora_feat']
+    assert loss.item() > 0  # class 14 is calibrated and in the batch
+    m.enter_debias_stage(state_for(m, torch.zeros(NUM_CLASSES),
+                                   dim=cfg.neck.out_channels), Stage2Settings())
+    assert m.loss(x, ds)['loss_deblora_feat'].item() == 0
+
+
+def test_roi_transformer_features_from_the_last_stage():
+    cfg = Config.fromfile(ROI_TRANS).model
+    toy = Config.fromfile(TOY_CFG).model
+    cfg.type = 'DebLoRACascadeRCNN'
+    cfg.backbone = model_cfg('DebLoRAFasterRCNN').backbone
+    cfg.neck, cfg.rpn_head.in_channels, cfg.rpn_head.feat_channels = toy.neck, 128, 128
+    for ext, head in zip(cfg.roi_head.bbox_roi_extractor, cfg.roi_head.bbox_head):
+        ext.out_channels, head.in_channels, head.fc_out_channels = 128, 128, 256
+    m = build(cfg)
+    inputs, samples = batch()
+    extractor = m.roi_head.bbox_roi_extractor[-1]
+    assert type(extractor).__name__ == 'RotatedSingleRoIExtractor'
+    m.eval()
+    with torch.no_grad():
+        z, y = m.instance_features(inputs, samples)
+        rois = torch.cat([torch.cat([torch.full((3, 1), float(i)), s.gt_instances.bboxes.tensor],
+                                    1) for i, s in enumerate(samples)])
+        want = extractor(m.extract_feat(inputs)[:extractor.num_inputs], rois).mean((2, 3))
+    assert z.shape == (6, 128) and y.tolist() == [0, 14, 13, 0, 14, 12]
+    assert torch.allclose(z, torch.nn.functional.normalize(want, dim=1), atol=1e-6)
+    m.train()
+    m.enter_debias_stage(state_for(m, torch.zeros(NUM_CLASSES)), Stage2Settings())
+    losses = m.loss(inputs, samples)
+    assert 's1.loss_cls' in losses and losses['loss_deblora_feat'].item() == 0
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[12:] = 0.5
+    m.enter_debias_stage(state_for(m, alphas), Stage2Settings())
+    assert m.loss(inputs, samples)['loss_deblora_feat'].item() > 0
 
 
 def test_needs_lora_backbone_and_matching_classes():
     m = MODELS.build(model_cfg('DebLoRAFasterRCNN'))
     with pytest.raises(ValueError, match='class centers'):
-        m.set_debias(torch.zeros(3, 8), torch.zeros(3))
-    plain_cfg = Config.fromfile(TOY_CFG).model
-    plain_cfg.type = 'DebLoRAFasterRCNN'
+        st = state_for(m, torch.zeros(NUM_CLASSES))
+        st.class_centers = st.class_centers[:3]
+        m.enter_debias_stage(st, Stage2Settings())
+    plain = MODELS.build(model_cfg('DebLoRAFasterRCNN', lora=False))
     with pytest.raises(TypeError, match='LoRABackbone'):
-        MODELS.build(plain_cfg).set_debias(torch.zeros(15, 8), torch.zeros(15))
+        plain.debias_check(Stage2Settings())
+    with pytest.raises(ValueError, match=r"stage1_adapters names \['stage1'\]"):
+        m.debias_check(Stage2Settings(stage1_adapters=['stage1']))
+    with pytest.raises(ValueError, match='adapter_cfg'):
+        m.debias_check(Stage2Settings(adapter_cfg=dict(target_modules=['conv9'])))

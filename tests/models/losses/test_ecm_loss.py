@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-from mmrotate.registry import MODELS
 
 from mmdeblora.models.losses import ECMLoss, ecm_margins_and_weights
 from tests.models.toy_head import toy_bbox_head
 
 # C = 2 classes with 1 and 3 instances, fg_bg_ratio 1: n = (1, 3, 4), N = 8
 N_ALL = [1.0, 3.0, 4.0]
+
 
 def _hand_margins():
     total = sum(N_ALL)
@@ -51,8 +51,15 @@ def test_margins_and_weights():
     assert pos[0].item() == pytest.approx(0.47920, abs=1e-4)
 
 
+def _in_roi_head(**kwargs) -> ECMLoss:
+    """The loss as an RoI bbox head leaves it: asked for its class channels."""
+    loss = ECMLoss(**kwargs)
+    assert loss.get_cls_channels(kwargs['num_classes']) == kwargs['num_classes'] + 1
+    return loss
+
+
 def test_loss_value_matches_official_formula():
-    loss = ECMLoss(num_classes=2, class_counts=[1, 3], fg_bg_ratio=1.0)
+    loss = _in_roi_head(num_classes=2, class_counts=[1, 3], fg_bg_ratio=1.0)
     scores = torch.tensor([[0.5, -0.2, 0.1], [-1.0, 2.0, 0.3], [0.2, 0.1, 1.5]])
     labels = torch.tensor([0, 1, 2])
     hand = [_hand_loss(s, y) for s, y in zip(scores.tolist(), labels.tolist())]
@@ -69,7 +76,7 @@ def test_loss_value_matches_official_formula():
 
 
 def test_gradient_pushes_the_positive_class_up():
-    loss = ECMLoss(num_classes=2, class_counts=[1, 3], fg_bg_ratio=1.0)
+    loss = _in_roi_head(num_classes=2, class_counts=[1, 3], fg_bg_ratio=1.0)
     scores = torch.zeros(2, 3, requires_grad=True)
     loss(scores, torch.tensor([1, 2])).backward()
     g = scores.grad
@@ -103,3 +110,42 @@ def test_plugs_into_the_bbox_head_and_needs_counts():
     assert torch.isfinite(losses['loss_cls']) and 'acc_classes' in losses
     with pytest.raises(ValueError, match='3 class counts for 2'):
         head.loss_cls.set_class_counts([1, 2, 3])
+
+
+def test_refused_outside_an_roi_bbox_head(tmp_path):
+    """In a one-stage head (rotated RetinaNet) or an RPN nothing asks ECMLoss for its
+    channels: the weight init that the runner runs before the first iteration refuses,
+    and so does the loss itself; in the RoI bbox head both pass."""
+    from mmengine.config import Config
+    from mmrotate.registry import MODELS
+
+    from tests.configs.toy_detector import write_toy_detector
+    cfg = Config.fromfile(write_toy_detector(tmp_path, 'rotated_retinanet'))
+    cfg.model.bbox_head.loss_cls = dict(type='ECMLoss', num_classes=15,
+                                        class_counts=[5] * 15)
+    model = MODELS.build(cfg.model)
+    with pytest.raises(ValueError, match=r"one-stage detector's model\.bbox_head\.loss_cls"):
+        model.init_weights()
+    with pytest.raises(ValueError, match=r'model\.roi_head\.bbox_head\.loss_cls'):
+        model.bbox_head.loss_cls(torch.zeros(2, 16), torch.tensor([0, 15]))
+    rpn = ECMLoss(num_classes=1, class_counts=[3])  # as an RPN builds it
+    with pytest.raises(ValueError, match=r'model\.rpn_head\.loss_cls'):
+        rpn.init_weights()
+    head = toy_bbox_head(loss_cls=dict(type='ECMLoss', num_classes=2, class_counts=[1, 3]))
+    head.init_weights()  # the RoI bbox head asked for C + 1 channels: accepted
+    head.loss_cls(torch.zeros(2, 3), torch.tensor([0, 2]))
+
+
+@pytest.mark.slow
+def test_training_a_one_stage_detector_with_ecm_stops_before_the_first_iteration(
+        tmp_path, toy_root):
+    from tests.configs.toy_detector import write_toy_detector
+    from tests.conftest import run_tool, toy_options
+    cfg = write_toy_detector(tmp_path, 'rotated_retinanet', extra=(
+        'model.update(bbox_head=dict(loss_cls=dict(\n'
+        "    _delete_=True, type='ECMLoss', num_classes=15, class_counts=[5] * 15)))\n"))
+    proc = run_tool('train.py', cfg, '--work-dir', str(tmp_path / 'wd'),
+                    *toy_options(toy_root), check=False)
+    assert proc.returncode != 0
+    assert "one-stage detector's model.bbox_head.loss_cls" in proc.stderr
+    assert 'Epoch(train)' not in proc.stdout + proc.stderr

@@ -10,6 +10,7 @@ from tests.models.toy_head import toy_bbox_head
 
 COUNTS = [1, 4, 0, 16]  # a class without instances in third place
 
+
 def test_inverse_weights():
     # 1/n for n = 1, 4, 16 -> 1, 0.25, 0.0625; mean 0.4375; the empty class gets the max
     w = reweight_class_weights(COUNTS, 'inverse', bg_weight=0.5)

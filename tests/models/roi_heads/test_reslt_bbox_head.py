@@ -107,3 +107,38 @@ def test_bad_config():
         _head(loss_cls=dict(type='ECMLoss', num_classes=3, class_counts=[1, 1, 1]))
     with pytest.raises(ValueError, match='branch_type'):
         _head(branch_type='conv')
+
+
+def _toy_batch(model, cfg, toy_root):
+    from mmengine.dataset import pseudo_collate
+    from mmrotate.registry import DATASETS
+    cfg.train_dataloader.dataset.data_root = toy_root + '/'
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    return model.data_preprocessor(pseudo_collate([dataset[0]]), True)
+
+
+def test_refused_as_a_one_stage_head(tmp_path):
+    """model.bbox_head of rotated RetinaNet: refused when the detector is built."""
+    from mmengine.config import Config
+    from mmrotate.registry import MODELS
+
+    from tests.configs.toy_detector import write_toy_detector
+    cfg = Config.fromfile(write_toy_detector(tmp_path, 'rotated_retinanet'))
+    cfg.model.bbox_head = dict(type='ResLTBBoxHead', num_classes=15, groups=GROUPS)
+    with pytest.raises(ValueError, match=r'one-stage detectors pass to model\.bbox_head'):
+        MODELS.build(cfg.model)
+
+
+def test_refused_in_a_cascade(tmp_path, toy_root):
+    """RoI Transformer's first stage: the cascade's refinement would read the unfused
+    branch blocks; refused at the first training step, naming where it fits."""
+    from mmengine.config import Config
+    from mmrotate.registry import MODELS
+
+    from tests.configs.toy_detector import write_toy_detector
+    cfg = Config.fromfile(write_toy_detector(tmp_path, 'roi_trans'))
+    cfg.model.roi_head.bbox_head[0].update(type='ResLTBBoxHead', groups=GROUPS)
+    model = MODELS.build(cfg.model)
+    data = _toy_batch(model, cfg, toy_root)
+    with pytest.raises(NotImplementedError, match=r'cascade.*model\.roi_head\.bbox_head'):
+        model.loss(data['inputs'], data['data_samples'])

@@ -1,0 +1,223 @@
+"""Write the bias benchmark: the source domain and a long-tailed aerial target domain.
+
+Layout under ``out_dir``::
+
+    source/{train,val}/<class>/<n>.png        balanced, for the foundation (CustomDataset)
+    target/train/{images,annfiles}            long-tailed (DOTA format, 15 classes)
+    target/train_balanced/{images,annfiles}   the oracle: as many boxes, class-balanced
+    target/val/{images,annfiles}              balanced validation (operating-point checks)
+    target/test/{images,annfiles}             balanced test
+    source.json, target.json                  settings, counts and fingerprints
+
+Every part draws from its own random stream (seed, part), so changing the size of one
+part leaves the others as they were, and the source does not depend on the bias setting
+(one foundation serves every setting of the dial).
+"""
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+from typing import Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..class_groups import DOTA_CLASSES, DOTA_GROUPS
+from ..toy_dota import long_tail_counts
+from .draw import Frame, jitter, smooth_noise
+from .source import SOURCE_CLASSES, source_classes, write_source
+from .target import SIBLINGS, TargetStyle
+
+GENERATOR_VERSION = 1
+CLASS_ORDER = tuple(DOTA_GROUPS['head'] + DOTA_GROUPS['middle'] + DOTA_GROUPS['tail'])
+PARTS = ('source/train', 'source/val', 'target/train', 'target/train_balanced',
+         'target/val', 'target/test')
+LogFn = Optional[Callable[[str], None]]
+
+SOURCE_DEFAULTS = dict(seed=0, per_class=300, val_per_class=50, img_size=32)
+TARGET_DEFAULTS = dict(seed=0, bias='strong', cue_strength=0.2, stripe_period=4.0,
+                       max_count=1000, imbalance_ratio=100.0, profile='exp',
+                       val_per_class=40, test_per_class=100, img_size=128,
+                       object_size=[20.0, 30.0], objects_per_image=6.0, noise=8.0)
+
+
+def part_rng(seed: int, part: str) -> np.random.RandomState:
+    """An independent random stream for one part of the benchmark."""
+    key = int.from_bytes(hashlib.sha256(f'{seed}/{part}'.encode()).digest()[:4], 'little')
+    return np.random.RandomState(key)
+
+
+def settings_fingerprint(kind: str, settings: dict) -> str:
+    blob = json.dumps(dict(kind=kind, version=GENERATOR_VERSION, settings=settings),
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- target scenes
+def _terrain(size: int, rng: np.random.RandomState) -> np.ndarray:
+    """Aerial ground: low-frequency terrain colour, grain and a few roads."""
+    base = np.array([[105, 135, 115], [90, 110, 100], [125, 135, 145], [85, 120, 110]],
+                    np.float32)[rng.randint(4)]
+    img = base + 16 * smooth_noise((size, size), 5, rng) + \
+        6 * rng.randn(size, size, 3).astype(np.float32)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(rng.randint(0, 3)):
+        p1, p2 = rng.randint(0, size, 2), rng.randint(0, size, 2)
+        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2),
+                 jitter((95, 95, 95), rng), int(rng.randint(3, 6)), cv2.LINE_AA)
+    return img
+
+
+def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
+                  rng: np.random.RandomState, img_size: int, object_size: Tuple[float, float],
+                  objects_per_image: float, noise: float, prefix: str) -> Dict[str, int]:
+    """Aerial scenes holding exactly ``counts`` objects, in the split-DOTA format, with
+    sensor noise (std ``noise`` grey levels) over everything: a faint cue must be read
+    through it, not off flat colours."""
+    img_dir, ann_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'annfiles')
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    pending = [c for c, n in counts.items() for _ in range(n)]
+    rng.shuffle(pending)
+    written = {c: 0 for c in counts}
+    idx = 0
+    while pending:
+        want = max(1, int(rng.poisson(objects_per_image)))
+        batch, pending = pending[:want], pending[want:]
+        img = _terrain(img_size, rng)
+        placed: List[Tuple[float, float, float]] = []
+        lines, leftover = [], []
+        for name in batch:
+            lo, hi = style.aspect(name)
+            for _ in range(50):
+                length = rng.uniform(*object_size)
+                w, h = length, length / rng.uniform(lo, hi)
+                r = 0.5 * math.hypot(w, h)
+                cx, cy = rng.uniform(r + 2, img_size - r - 2, 2)
+                if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
+                    break
+            else:
+                leftover.append(name)
+                continue
+            frame = Frame.box(cx, cy, w, h, rng.uniform(-math.pi, math.pi))
+            style.draw(img, frame, name, rng)
+            placed.append((cx, cy, r))
+            lines.append(' '.join(f'{v:.1f}' for v in frame.corners().reshape(-1)) +
+                         f' {name} 0')
+            written[name] += 1
+        pending = leftover + pending
+        if not lines:
+            continue
+        if noise > 0:
+            img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
+        stem = f'{prefix}{idx:05d}'
+        cv2.imwrite(osp.join(img_dir, stem + '.png'), img)
+        with open(osp.join(ann_dir, stem + '.txt'), 'w') as fh:
+            fh.write('\n'.join(lines) + '\n')
+        idx += 1
+    return written
+
+
+# ---------------------------------------------------------------- the two domains
+def target_counts(settings: dict) -> Dict[str, Dict[str, int]]:
+    """Boxes per class of every target part."""
+    lt = dict(zip(CLASS_ORDER, long_tail_counts(settings['max_count'],
+                                                settings['imbalance_ratio'],
+                                                len(CLASS_ORDER), settings['profile'])))
+    total = sum(lt.values())
+    n_bal = total // len(CLASS_ORDER)
+    balanced = {c: n_bal + (1 if i < total - n_bal * len(CLASS_ORDER) else 0)
+                for i, c in enumerate(CLASS_ORDER)}
+    return dict(train=lt, train_balanced=balanced,
+                val={c: settings['val_per_class'] for c in CLASS_ORDER},
+                test={c: settings['test_per_class'] for c in CLASS_ORDER})
+
+
+def _check_fresh(path: str, json_name: str, fp: str, force: bool) -> bool:
+    """True when ``path`` already holds this fingerprint; raise on another one."""
+    meta = osp.join(path, json_name)
+    if not osp.exists(path):
+        return False
+    if osp.isfile(meta):
+        with open(meta) as fh:
+            if json.load(fh).get('fingerprint') == fp:
+                return True
+    if not force:
+        raise FileExistsError(f'{path!r} exists and holds other settings (see {meta}); '
+                              'pass force=True (--force) to replace it')
+    import shutil
+    shutil.rmtree(path)
+    return False
+
+
+def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
+                     **settings) -> dict:
+    """The balanced source domain under ``out_dir/source`` (skipped when up to date)."""
+    unknown = set(settings) - set(SOURCE_DEFAULTS)
+    if unknown:
+        raise TypeError(f'unknown source settings {sorted(unknown)}')
+    s = dict(SOURCE_DEFAULTS, **settings)
+    fp = settings_fingerprint('source', s)
+    path = osp.join(out_dir, 'source')
+    if _check_fresh(path, 'source.json', fp, force):
+        with open(osp.join(path, 'source.json')) as fh:
+            return json.load(fh)
+    counts = {}
+    for split, n in (('train', s['per_class']), ('val', s['val_per_class'])):
+        counts[split] = write_source(osp.join(path, split),
+                                     {c: n for c in source_classes()},
+                                     part_rng(s['seed'], f'source/{split}'), s['img_size'])
+    summary = dict(fingerprint=fp, settings=s, classes=source_classes(), counts=counts)
+    with open(osp.join(path, 'source.json'), 'w') as fh:
+        json.dump(summary, fh, indent=2)
+    if log:
+        log(f'source domain: {len(SOURCE_CLASSES)} classes x {s["per_class"]} train / '
+            f'{s["val_per_class"]} val images in {path}')
+    return summary
+
+
+def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
+                     **settings) -> dict:
+    """The long-tailed target domain under ``out_dir/target`` (skipped when up to date)."""
+    unknown = set(settings) - set(TARGET_DEFAULTS)
+    if unknown:
+        raise TypeError(f'unknown target settings {sorted(unknown)}')
+    s = dict(TARGET_DEFAULTS, **settings)
+    s['object_size'] = [float(v) for v in s['object_size']]
+    style = TargetStyle(s['bias'], s['cue_strength'], s['stripe_period'])
+    fp = settings_fingerprint('target', s)
+    path = osp.join(out_dir, 'target')
+    if _check_fresh(path, 'target.json', fp, force):
+        with open(osp.join(path, 'target.json')) as fh:
+            return json.load(fh)
+    counts = target_counts(s)
+    written = {}
+    for part, want in counts.items():
+        written[part] = render_scenes(osp.join(path, part), want, style,
+                                      part_rng(s['seed'], f'target/{part}'), s['img_size'],
+                                      tuple(s['object_size']), s['objects_per_image'],
+                                      s['noise'], prefix=part[:2])
+        assert written[part] == want, 'every requested box is placed'
+    summary = dict(fingerprint=fp, settings=s, classes=list(DOTA_CLASSES),
+                   groups=DOTA_GROUPS, siblings=SIBLINGS,
+                   counts={p: {c: written[p][c] for c in DOTA_CLASSES} for p in written})
+    with open(osp.join(path, 'target.json'), 'w') as fh:
+        json.dump(summary, fh, indent=2)
+    if log:
+        log(format_target_summary(summary))
+    return summary
+
+
+def format_target_summary(summary: dict) -> str:
+    """Boxes per class and part, grouped, with each tail class's sibling."""
+    parts = list(summary['counts'])
+    rows = [f"{'class':<20}{'group':<8}{'sibling':<15}" + ''.join(f'{p:>15}' for p in parts)]
+    for g, names in summary['groups'].items():
+        for c in names:
+            rows.append(f"{c:<20}{g:<8}{summary['siblings'].get(c, '-'):<15}" +
+                        ''.join(f"{summary['counts'][p][c]:>15}" for p in parts))
+    s = summary['settings']
+    rows.append(f"bias={s['bias']} cue_strength={s['cue_strength']} "
+                f"stripe_period={s['stripe_period']} seed={s['seed']}")
+    return '\n'.join(rows)

@@ -1,0 +1,207 @@
+"""Adapter folders on disk: peft's own format, plus reading our older one.
+
+Layout written by ``LoRABackbone.save_adapters(DIR)``, the one peft's
+``PeftModel.save_pretrained`` uses for several adapters:
+
+    DIR/adapter_config.json + DIR/adapter_model.safetensors        adapter 'default'
+    DIR/<name>/adapter_config.json + adapter_model.safetensors     every other adapter
+    DIR/mmdeblora_adapters.json                                    ours: order, active set,
+                                                                   trainability
+
+So ``PeftModel.from_pretrained(plain_backbone, DIR)`` loads 'default' and
+``peft_model.load_adapter(DIR/<name>, adapter_name=<name>)`` any other; the tensor keys are
+peft's (``base_model.model.<module>.lora_A.weight``, no adapter name) and
+``set_peft_model_state_dict`` accepts them on a model injected with
+``inject_adapter_in_model`` too. Folders written by peft itself (no index file) are read as
+one adapter. The format before peft's (``adapters.json`` + ``<name>.safetensors``) is still
+read, so adapters saved by earlier versions keep loading; it is no longer written.
+
+Everything is read and checked (finite values, a LoRA configuration we can build) before
+the caller changes its model: see ``read_adapter_folder``.
+"""
+import json
+import math
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+PEFT_CONFIG = 'adapter_config.json'
+PEFT_WEIGHTS = 'adapter_model.safetensors'
+PEFT_PREFIX = 'base_model.model.'
+INDEX = 'mmdeblora_adapters.json'
+LEGACY_INDEX = 'adapters.json'  # before peft's format: adapters.json + <name>.safetensors
+
+# LoraConfig fields LoRABackbone cannot reproduce: a folder using them is refused, not
+# loaded into a different adapter than the one trained
+_UNSUPPORTED = dict(use_dora=False, use_rslora=False, rank_pattern={}, alpha_pattern={},
+                    modules_to_save=None, layers_to_transform=None, layers_pattern=None,
+                    bias='none', lora_bias=False, fan_in_fan_out=False, exclude_modules=None)
+
+
+@dataclass
+class AdapterFile:
+    """One adapter as read from disk: its LoRABackbone config and tensors (short keys)."""
+    name: str
+    cfg: dict  # rank, alpha, dropout, target_modules
+    tensors: Dict[str, torch.Tensor]
+    source: str
+
+
+@dataclass
+class AdapterFolder:
+    adapters: List[AdapterFile]
+    active: Optional[List[str]] = None  # None: leave the model's active set as it is
+    trainable: Dict[str, bool] = field(default_factory=dict)
+    layout: str = 'peft'
+
+
+def _targets(value):
+    return sorted(value) if isinstance(value, (set, list, tuple)) else value
+
+
+def lora_config_dict(cfg: dict) -> dict:
+    """peft's ``adapter_config.json`` content for a LoRABackbone adapter config."""
+    from peft import LoraConfig
+    config = LoraConfig(r=cfg['rank'], lora_alpha=cfg['alpha'], lora_dropout=cfg['dropout'],
+                        target_modules=cfg['target_modules'], init_lora_weights=True)
+    return config.to_dict()
+
+
+def _atomic_json(obj, path: str) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2, default=lambda o: sorted(o) if isinstance(o, set) else str(o))
+    os.replace(tmp, path)
+
+
+def adapter_subdir(path_dir: str, name: str) -> str:
+    """peft's place for adapter ``name``: the folder itself for 'default', else a sub-folder."""
+    return path_dir if name == 'default' else osp.join(path_dir, name)
+
+
+def write_peft_adapter(folder: str, cfg: dict, tensors: Dict[str, torch.Tensor],
+                       name: str) -> str:
+    """``adapter_config.json`` + ``adapter_model.safetensors`` in ``folder``; returns the
+    weights file. Each file is written beside its final name and then renamed."""
+    from safetensors.torch import save_file
+    os.makedirs(folder, exist_ok=True)
+    weights = osp.join(folder, PEFT_WEIGHTS)
+    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+              weights + '.tmp', metadata={'format': 'pt', 'adapter': name})
+    os.replace(weights + '.tmp', weights)
+    _atomic_json(lora_config_dict(cfg), osp.join(folder, PEFT_CONFIG))
+    return weights
+
+
+def write_index(path_dir: str, names: List[str], active: List[str],
+                trainable: Dict[str, bool]) -> None:
+    _atomic_json(dict(format='peft', adapters={n: osp.relpath(adapter_subdir(path_dir, n),
+                                                              path_dir) for n in names},
+                      active=list(active), trainable={n: trainable[n] for n in names}),
+                 osp.join(path_dir, INDEX))
+
+
+def _check_finite(tensors: Dict[str, torch.Tensor], source: str) -> None:
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f'{source}: tensor {key!r} has {bad} non-finite value(s) '
+                             '(NaN/inf); refusing to load a broken adapter')
+
+
+def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
+    from safetensors.torch import load_file
+    cfg_path, weights = osp.join(folder, PEFT_CONFIG), osp.join(folder, PEFT_WEIGHTS)
+    for path in (cfg_path, weights):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'adapter {name!r}: {path!r} does not exist')
+    with open(cfg_path) as f:
+        raw = json.load(f)
+    if raw.get('peft_type', 'LORA') != 'LORA':
+        raise ValueError(f'{cfg_path}: peft_type {raw.get("peft_type")!r}, only LORA adapters '
+                         'can be loaded into LoRABackbone')
+    odd = {k: raw[k] for k, default in _UNSUPPORTED.items()
+           if raw.get(k, default) not in (default, None, {}, False)}
+    if odd:
+        raise ValueError(f'{cfg_path}: LoRABackbone cannot reproduce {odd} (plain LoRA only: '
+                         'r, lora_alpha, lora_dropout, target_modules)')
+    if raw.get('target_modules') is None:
+        raise ValueError(f'{cfg_path}: no target_modules')
+    cfg = dict(rank=int(raw['r']), alpha=raw['lora_alpha'],
+               dropout=float(raw.get('lora_dropout', 0.0)),
+               target_modules=_targets(raw['target_modules']))
+    tensors = load_file(weights, device='cpu')
+    strange = [k for k in tensors if not k.startswith(PEFT_PREFIX)]
+    if strange:
+        raise KeyError(f'{weights}: keys without peft\'s {PEFT_PREFIX!r} prefix, e.g. '
+                       f'{strange[:3]}')
+    _check_finite(tensors, weights)
+    tensors = {k[len(PEFT_PREFIX):]: v for k, v in tensors.items()}
+    return AdapterFile(name, cfg, tensors, weights)
+
+
+def _read_legacy(path_dir: str) -> AdapterFolder:
+    from safetensors.torch import load_file
+    with open(osp.join(path_dir, LEGACY_INDEX)) as f:
+        meta = json.load(f)
+    adapters = []
+    for name, cfg in meta['adapters'].items():
+        path = osp.join(path_dir, f'{name}.safetensors')
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'adapter {name!r}: {path!r} does not exist')
+        tensors = load_file(path, device='cpu')
+        _check_finite(tensors, path)
+        adapters.append(AdapterFile(name, dict(rank=cfg['rank'], alpha=cfg['alpha'],
+                                               dropout=cfg['dropout'],
+                                               target_modules=cfg['target_modules']),
+                                    tensors, path))
+    return AdapterFolder(adapters, list(meta['active']),
+                         {n: bool(c.get('trainable', True))
+                          for n, c in meta['adapters'].items()}, layout='legacy')
+
+
+def read_adapter_folder(path_dir: str, names: Optional[List[str]] = None) -> AdapterFolder:
+    """Read (and check) every adapter of a folder, or only ``names``, changing nothing.
+
+    Accepts our peft layout (with ``mmdeblora_adapters.json``), a folder peft wrote for one
+    adapter (read as 'default', or as ``names[0]``), and the older ``adapters.json`` layout.
+    """
+    if not osp.isdir(path_dir):
+        raise FileNotFoundError(f'adapter folder {path_dir!r} does not exist')
+    if osp.isfile(osp.join(path_dir, INDEX)):
+        with open(osp.join(path_dir, INDEX)) as f:
+            index = json.load(f)
+        adapters = [_read_peft_adapter(osp.normpath(osp.join(path_dir, rel)), name)
+                    for name, rel in index['adapters'].items()
+                    if names is None or name in names]
+        folder = AdapterFolder(adapters, list(index['active']),
+                               {k: bool(v) for k, v in index.get('trainable', {}).items()})
+    elif osp.isfile(osp.join(path_dir, PEFT_CONFIG)):
+        name = names[0] if names else 'default'
+        folder = AdapterFolder([_read_peft_adapter(path_dir, name)], None, {},
+                               layout='peft-single')
+    elif osp.isfile(osp.join(path_dir, LEGACY_INDEX)):
+        folder = _read_legacy(path_dir)
+        if names is not None:
+            folder.adapters = [a for a in folder.adapters if a.name in names]
+    else:
+        raise FileNotFoundError(
+            f'{path_dir!r} is not an adapter folder: it has neither {INDEX} / {PEFT_CONFIG} '
+            f"(peft's format) nor {LEGACY_INDEX} (the older one)")
+    found = [a.name for a in folder.adapters]
+    if names is not None and (len(names) != len(found) or set(names) - set(found)):
+        if folder.layout != 'peft-single':
+            raise KeyError(f'{path_dir!r} has no adapter(s) {sorted(set(names) - set(found))}')
+    if not folder.adapters:
+        raise ValueError(f'{path_dir!r} holds no adapter')
+    return folder
+
+
+def same_config(a: dict, b: dict) -> bool:
+    """Whether two adapter configs build the same adapter (dropout aside)."""
+    return (int(a['rank']) == int(b['rank'])
+            and math.isclose(float(a['alpha']), float(b['alpha']))
+            and _targets(a['target_modules']) == _targets(b['target_modules']))

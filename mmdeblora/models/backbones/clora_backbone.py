@@ -1,0 +1,79 @@
+"""cLoRA for classification: one LoRA adapter per route (a class or a class group), every
+image run through each route, so that a head can score each class with its own adapter.
+
+The project's cLoRA (docs/lora.md) is per-class LoRA: named adapters ``clora_<class>``.
+Training one adapter per class in its own run and combining them at test time does not fit
+a CPU budget, and a class's adapter trained on that class's images alone never learns to
+*reject* the other classes. Here all routes train in one run: ``forward`` runs the input
+once per route with that route's adapter (plus any shared adapter, e.g. debLoRA's
+``deblora``) and stacks the outputs along the batch dimension, route-major: a batch of N
+gives R * N rows per output level. ``CLoRAClsHead`` scores class c on the rows of its route,
+so every image's class-c logit comes from route(c)'s adapter, in training and at test time
+alike (the test-time combination). With ``routes=['head', 'middle', 'tail']`` (one adapter
+per DOTA group, the CPU configs) a step costs about 3 LoRA forward/backward passes; with one
+route per class (15 on DOTA) about 15.
+
+Active set semantics: route r's pass uses ``[r]`` (if r is active) plus every active
+adapter that is not a route (shared). So ``adapters_only(routes)`` gives the stage-1 cLoRA
+model, ``adapters_only([])`` the base for every route, and a debLoRA stage adds its adapter
+to every route.
+"""
+from typing import List, Sequence
+
+import torch
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+from mmrotate.registry import MODELS
+
+from .lora_backbone import LoRABackbone, clora_adapter_name
+
+
+@MODELS.register_module()
+class CLoRABackbone(LoRABackbone):
+    """``LoRABackbone`` with one adapter per route (``clora_<route>``), run route by route.
+
+    Args:
+        routes: route names, e.g. ``['head', 'middle', 'tail']`` or the class names; the
+            adapters are ``clora_<route>`` (non-word characters -> ``_``). Their order is
+            the row order of the output (``CLoRAClsHead`` indexes routes in this order).
+        **kwargs: ``LoRABackbone`` options (``backbone``, ``pretrained``, ``rank``,
+            ``alpha``, ``target_modules``, ``trainable_extra`` ...). ``adapter_name`` and
+            the run-per-class options ``clora_classes`` / ``clora_select`` do not apply.
+    """
+
+    def __init__(self, backbone: dict, routes: Sequence[str], **kwargs) -> None:
+        for key in ('adapter_name', 'clora_classes', 'clora_select'):
+            if kwargs.get(key) is not None:
+                raise ValueError(f'CLoRABackbone sets its adapters from routes; drop {key}')
+        if isinstance(routes, str) or not routes:
+            raise ValueError(f'CLoRABackbone.routes must be a non-empty list of names, got '
+                             f'{routes!r}')
+        names = [clora_adapter_name(r) for r in routes]
+        if len(set(names)) != len(names):
+            raise ValueError(f'CLoRABackbone.routes give duplicate adapter names {names}')
+        kwargs.pop('adapter_name', None)
+        super().__init__(backbone, adapter_name=names[0], **kwargs)
+        for name in names[1:]:
+            self.add_adapter(name)
+        self.routes: List[str] = names
+
+    def route_adapters(self, route: str) -> List[str]:
+        """The adapters of ``route``'s pass under the current active set."""
+        active = self.active_adapters
+        shared = [a for a in active if a not in self.routes]
+        return ([route] if route in active else []) + shared
+
+    def forward(self, x: torch.Tensor):
+        outs = []
+        for route in self.routes:
+            with self.adapters_only(self.route_adapters(route)):
+                outs.append(self.base(x))
+        if isinstance(outs[0], torch.Tensor):
+            return torch.cat(outs)
+        return tuple(torch.cat(level) for level in zip(*outs))
+
+    def merge_and_unload(self):
+        raise NotImplementedError('a cLoRA backbone has one adapter per route and no single '
+                                  'merged backbone; keep the adapters')
+
+
+PRETRAIN_MODELS.register_module(module=CLoRABackbone)  # the classification configs' scope

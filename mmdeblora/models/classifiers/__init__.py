@@ -1,0 +1,3 @@
+from .deblora_image_classifier import DebLoRAImageClassifier
+
+__all__ = ['DebLoRAImageClassifier']

@@ -1,0 +1,3 @@
+from .embedding import embed_2d, plot_embedding
+
+__all__ = ['embed_2d', 'plot_embedding']

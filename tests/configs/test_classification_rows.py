@@ -1,0 +1,151 @@
+"""The classification rows of the methods (configs/classification/bias_<row>.py): each
+states only what differs from the LoRA row, keeps its schedule, builds and trains on a
+tiny bias benchmark; the debLoRA rows switch to stage 2 on the crop dataset."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmdeblora.engine import use_checked_runner
+from mmdeblora.utils.launch import build_runner, register_all
+from tests.conftest import REPO, run_tool
+
+CFG = osp.join(REPO, 'configs', 'classification')
+ROWS = ['bias_lora_reweight', 'bias_lora_logit_adjust', 'bias_lora_smote',
+        'bias_lora_dro_lt', 'bias_lora_reslt', 'bias_clora', 'bias_lora_deblora',
+        'bias_clora_deblora']
+SCHEDULE = ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader',
+            'val_dataloader', 'test_dataloader', 'data_preprocessor', 'randomness')
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(osp.join(CFG, name + '.py'))
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    from mmdeblora.datasets.bias_benchmark import make_bias_target
+    root = str(tmp_path_factory.mktemp('bias_rows'))
+    make_bias_target(root, max_count=24, imbalance_ratio=8, val_per_class=2,
+                     test_per_class=2, img_size=96, log=None)
+    return root
+
+
+@pytest.mark.parametrize('row', ROWS)
+def test_row_keeps_the_lora_rows_schedule_and_data(row):
+    lora, cfg = load('bias_lora').to_dict(), load(row).to_dict()
+    for key in SCHEDULE:
+        assert cfg[key] == lora[key], key
+    assert cfg['custom_hooks'][0] == dict(type='TrainableParamsHook')
+
+
+def test_debias_rows_share_their_options_and_the_lambda0_path():
+    names = ('bias_lora_deblora', 'bias_clora_deblora')
+    lora_h, clora_h = (load(n).custom_hooks[1] for n in names)
+    assert lora_h['type'] == clora_h['type'] == 'DebLoRAHook'
+    assert clora_h.pop('stage1_adapters') == ['clora_head', 'clora_middle', 'clora_tail']
+    assert lora_h == clora_h
+    assert load('bias_lora').train_cfg.max_epochs == 30 and lora_h['switch_epoch'] == 20
+    cfg = load('bias_lora_deblora')
+    cfg.merge_from_dict({'custom_hooks.1.loss_weight': 0.0})  # the documented control
+    assert cfg.custom_hooks[1]['loss_weight'] == 0.0
+    assert cfg.custom_hooks[1]['type'] == 'DebLoRAHook'
+
+
+def tiny(row: str, root: str, work_dir: str, extra=None) -> Config:
+    cfg = load(row)
+    opts = {'model.backbone.pretrained': None, 'train_cfg.max_epochs': 1,
+            'train_cfg.val_interval': 10, 'train_dataloader.batch_size': 512,
+            'default_hooks.checkpoint': None, 'default_hooks.logger.interval': 1,
+            'optim_wrapper.optimizer.lr': 0.01}
+    for k in ('train', 'val', 'test'):
+        opts[f'{k}_dataloader.dataset.data_root'] = root + '/target/'
+        opts[f'{k}_dataloader.dataset.cache_dir'] = root + '/crops'
+    if 'deblora' in row:  # one stage-1 iteration, then the switch, one stage-2 iteration
+        opts.update({'train_cfg.max_epochs': 2, 'custom_hooks.1.switch_epoch': 1,
+                     'custom_hooks.1.num_clusters': 4, 'custom_hooks.1.plot': None})
+    opts.update(extra or {})
+    cfg.merge_from_dict(opts)
+    cfg.work_dir = work_dir
+    use_checked_runner(cfg, False)
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('row', ROWS)
+def test_row_builds_and_trains_one_iteration(row, bench, tmp_path):
+    register_all()
+    runner = build_runner(tiny(row, bench, str(tmp_path)))
+    runner.train()
+    model = runner.model
+    with open(tmp_path / 'trainable_params.json') as fh:
+        params = json.load(fh)
+    labels = [runner.train_dataloader.dataset.get_data_info(i)['gt_label']
+              for i in range(len(runner.train_dataloader.dataset))]
+    counts = np.bincount(labels, minlength=15).tolist()
+    lora_backbone = 70040  # rank-8 adapters of the LoRA row
+    if row == 'bias_clora' or row == 'bias_clora_deblora':
+        assert params['trainable.backbone'] == 3 * lora_backbone
+    else:
+        assert params['trainable.backbone'] == lora_backbone
+    if 'deblora' not in row:
+        assert runner.iter == 1
+    if row in ('bias_lora_reweight', 'bias_lora_logit_adjust'):
+        assert model.head.loss_module.class_counts == counts  # ClassStatsHook -> the loss
+        with open(tmp_path / 'class_stats.json') as fh:
+            assert list(json.load(fh)['counts'].values()) == counts
+    if row == 'bias_lora_smote':
+        assert model.head.class_counts == counts
+        assert model.head.bank.filled.sum() > 0
+    if row == 'bias_lora_reslt':
+        assert model.head.branch_classes is not None
+    if row == 'bias_lora_dro_lt':
+        assert 'train/loss_dro' in runner.message_hub.log_scalars
+    if 'deblora' in row:
+        hook = next(h for h in runner.hooks if type(h).__name__ == 'DebLoRAHook')
+        assert hook.stage == 2 and runner.iter == 2
+        assert model.backbone.active_adapters[-1] == 'deblora'
+        assert osp.isfile(tmp_path / 'stage1_final.pth')
+        feat_loss = runner.message_hub.get_scalar('train/loss_deblora_feat').current()
+        assert np.isfinite(feat_loss) and feat_loss > 0
+
+
+@pytest.mark.slow
+def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
+    register_all()
+    cfg = tiny('bias_lora_deblora', bench, str(tmp_path), {'custom_hooks.1.loss_weight': 0})
+    runner = build_runner(cfg)
+    runner.train()
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'DebLoRAHook')
+    assert hook.stage == 2 and hook.stage2.loss_weight == 0
+    assert runner.message_hub.get_scalar('train/loss_deblora_feat').current() == 0
+    trainable = {n for n, p in runner.model.named_parameters() if p.requires_grad}
+    assert any('lora_B.deblora' in n for n in trainable)
+    assert not any('.default.' in n for n in trainable)
+    assert torch.isfinite(torch.tensor(
+        runner.message_hub.get_scalar('train/loss').current()))
+
+
+@pytest.mark.slow
+def test_clora_deblora_with_the_train_and_test_tools(bench, tmp_path):
+    """tools/train.py through the switch, then tools/test.py on the stage-2 checkpoint
+    (re-enters stage 2 from the checkpoint; the class-to-route map comes with it)."""
+    cfg = osp.join(CFG, 'bias_clora_deblora.py')
+    opts = ['--cfg-options', 'model.backbone.pretrained=None', 'train_cfg.max_epochs=2',
+            'train_dataloader.batch_size=512', 'optim_wrapper.optimizer.lr=0.01',
+            'custom_hooks.1.switch_epoch=1', 'custom_hooks.1.num_clusters=4',
+            'custom_hooks.1.plot=None']
+    for k in ('train', 'val', 'test'):
+        opts += [f'{k}_dataloader.dataset.data_root={bench}/target/',
+                 f'{k}_dataloader.dataset.cache_dir={bench}/crops']
+    wd = str(tmp_path)
+    train = run_tool('train.py', cfg, '--work-dir', wd, *opts)
+    assert "adapters ['clora_head', 'clora_middle', 'clora_tail', 'deblora'] active" \
+        in train.stdout
+    test = run_tool('test.py', cfg, osp.join(wd, 'epoch_2.pth'), '--work-dir', wd, *opts)
+    assert 're-entering stage 2' in test.stdout
+    for key in ('head_f1', 'middle_f1', 'tail_f1', 'macro_f1'):
+        assert f'{key}: ' in test.stdout, key

@@ -1,0 +1,125 @@
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+
+from mmdeblora.datasets import DOTA_GROUPS
+from mmdeblora.datasets.bias_benchmark import (SIBLINGS, TARGET_DEFAULTS, TargetStyle,
+                                               make_bias_source, make_bias_target,
+                                               render_source_image, source_classes, target_counts)
+from mmdeblora.datasets.bias_benchmark.draw import Frame
+
+TINY = dict(max_count=12, imbalance_ratio=6, val_per_class=1, test_per_class=1,
+            img_size=96, objects_per_image=4)
+
+
+def _digest(root: str) -> str:
+    h = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            with open(osp.join(dirpath, name), 'rb') as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    for name, seed in (('a', 1), ('b', 1), ('c', 2)):
+        make_bias_target(str(tmp_path / name), seed=seed, log=None, **TINY)
+        make_bias_source(str(tmp_path / name), seed=seed, per_class=2, val_per_class=1,
+                         log=None)
+    for part in ('target', 'source'):
+        assert _digest(tmp_path / 'a' / part) == _digest(tmp_path / 'b' / part)
+        assert _digest(tmp_path / 'a' / part) != _digest(tmp_path / 'c' / part)
+    assert sorted(os.listdir(tmp_path / 'a' / 'source' / 'train')) == source_classes()
+
+
+def test_counts_are_long_tailed_and_the_other_parts_balanced(tmp_path):
+    counts = target_counts(TARGET_DEFAULTS)
+    train = counts['train']
+    assert max(train.values()) / min(train.values()) >= 100
+    assert min(train[c] for c in DOTA_GROUPS['head']) > \
+        max(train[c] for c in DOTA_GROUPS['tail'])
+    assert sum(counts['train_balanced'].values()) == sum(train.values())
+    assert max(counts['train_balanced'].values()) - min(counts['train_balanced'].values()) <= 1
+    assert len(set(counts['test'].values())) == len(set(counts['val'].values())) == 1
+    # what is written is what was asked for, box by box
+    summary = make_bias_target(str(tmp_path), log=None, **TINY)
+    for part, want in summary['counts'].items():
+        got = {c: 0 for c in want}
+        ann = tmp_path / 'target' / part / 'annfiles'
+        for name in os.listdir(ann):
+            for line in open(ann / name):
+                got[line.split()[8]] += 1
+        assert got == want, part
+    with open(tmp_path / 'target' / 'target.json') as fh:
+        assert json.load(fh)['siblings'] == SIBLINGS
+
+
+def _render(bias, name, seed=3, strength=0.3):
+    img = np.full((80, 80, 3), 100, np.uint8)
+    style = TargetStyle(bias, strength)
+    style.draw(img, Frame.box(40, 40, 50, 25, 0.4), name, np.random.RandomState(seed))
+    return img
+
+
+@pytest.mark.parametrize('bias', ['strong', 'shared', 'weak'])
+def test_each_tail_is_its_sibling_plus_one_cue(bias):
+    assert set(SIBLINGS) == set(DOTA_GROUPS['tail'])
+    assert all(s in DOTA_GROUPS['head'] + DOTA_GROUPS['middle'] for s in SIBLINGS.values())
+    for tail, sib in SIBLINGS.items():
+        a, b = _render(bias, tail), _render(bias, sib)
+        diff = (a != b).any(2)
+        body = (b != 100).any(2)                     # what the sibling covers
+        assert diff.sum() > 20, tail                 # the cue is there ...
+        if bias != 'weak':                           # ... and only on the body
+            assert not (diff & ~body).any(), tail
+        else:                                        # a ring inside the box
+            ys, xs = np.nonzero(diff)
+            assert np.hypot(xs - 40, ys - 40).max() < 0.5 * math.hypot(50, 25) + 2
+
+
+def test_dial_semantics_and_the_negative_control():
+    strong, shared = TargetStyle('strong'), TargetStyle('shared')
+    control = TargetStyle('control')
+    # shared: a head class reads the same cue (small vehicles are striped large vehicles)
+    assert shared.shape_of('small-vehicle') == 'large-vehicle'
+    assert strong.shape_of('small-vehicle') == 'small-vehicle'
+    rng = np.random.RandomState(0)
+    assert shared._stripes('small-vehicle', rng) is not None
+    # strong: stripes are a nuisance elsewhere, never on a sibling
+    draws = [strong._stripes('bridge', rng) is not None for _ in range(200)]
+    assert 0.3 < np.mean(draws) < 0.7
+    assert all(strong._stripes(s, rng) is None for s in SIBLINGS.values())
+    # control: tails have shapes of their own
+    for tail, sib in SIBLINGS.items():
+        assert control.shape_of(tail) == tail != sib
+        assert (_render('control', tail) != _render('control', sib)).any(2).sum() > 100
+    with pytest.raises(ValueError, match='bias'):
+        TargetStyle('extreme')
+    with pytest.raises(ValueError, match='cue_strength'):
+        TargetStyle('weak', 0.8)
+
+
+def test_other_settings_are_not_overwritten(tmp_path):
+    make_bias_target(str(tmp_path), log=None, **TINY)
+    before = _digest(tmp_path / 'target')
+    make_bias_target(str(tmp_path), log=None, **TINY)          # same settings: kept
+    assert _digest(tmp_path / 'target') == before
+    with pytest.raises(FileExistsError, match='force'):
+        make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, **TINY)
+    make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, force=True,
+                     **TINY)
+    assert _digest(tmp_path / 'target') != before
+    with pytest.raises(TypeError, match='unknown'):
+        make_bias_target(str(tmp_path), log=None, hue=3)
+
+
+def test_source_images_are_seeded_objects():
+    a = render_source_image('bird', np.random.RandomState(5))
+    b = render_source_image('bird', np.random.RandomState(5))
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    assert len(source_classes()) == 12

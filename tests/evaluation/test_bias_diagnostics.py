@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from mmdeblora.evaluation import bias_diagnostics as bd
+
+CLASSES = ['h0', 'h1', 'm0', 't0']
+GROUPS = dict(head=['h0', 'h1'], middle=['m0'], tail=['t0'])
+
+
+def _blobs(counts, centres, spread=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for c, (n, mu) in enumerate(zip(counts, centres)):
+        xs.append(torch.tensor(mu) + spread * torch.randn(n, len(mu), generator=g))
+        ys.append(torch.full((n, ), c))
+    return torch.cat(xs).float(), torch.cat(ys)
+
+
+CENTRES = [[4, 0, 0, 1], [0, 4, 0, 1], [0, 0, 4, 1], [3, 0, 0, 3]]  # t0 near h0
+
+
+def test_balanced_probe_recovers_a_rare_class_the_plain_fit_drowns():
+    x, y = _blobs([800, 800, 200, 6], CENTRES, spread=1.0)
+    tx, ty = _blobs([50, 50, 50, 50], CENTRES, spread=1.0, seed=1)
+    probe = bd.balanced_probe(x, y, 4)
+    f1 = bd.group_f1(probe(tx).argmax(1), ty, CLASSES, GROUPS)
+    assert f1['tail_f1'] > 60
+    # deterministic: the same fit twice
+    assert torch.equal(probe.weight, bd.balanced_probe(x, y, 4).weight)
+    # against an unweighted logistic regression on the same data
+    plain = torch.nn.Linear(4, 4)
+    opt = torch.optim.LBFGS(plain.parameters(), max_iter=200, line_search_fn='strong_wolfe')
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(plain(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    plain_f1 = bd.group_f1(plain(tx).argmax(1), ty, CLASSES, GROUPS)
+    assert f1['tail_f1'] > plain_f1['tail_f1'] + 10
+
+
+def test_sibling_distance_and_nearest_head_centroid():
+    x, y = _blobs([50, 50, 50, 50], CENTRES, spread=0.1)
+    near = bd.sibling_distance(x, y, CLASSES, {'t0': 'h0'})['t0']
+    far = bd.sibling_distance(x, y, CLASSES, {'t0': 'm0'})['t0']
+    assert 0 <= near < far
+    collapsed = x.clone()
+    collapsed[y == 3] = x[y == 0][:50]
+    assert bd.sibling_distance(collapsed, y, CLASSES, {'t0': 'h0'})['t0'] == \
+        pytest.approx(0, abs=1e-6)
+    # tail instances sitting on the head centroid are counted, separated ones are not
+    assert bd.nearest_centroid_head_share(x, y, collapsed, y, CLASSES, GROUPS) > 0.4
+    assert bd.nearest_centroid_head_share(x, y, x, y, CLASSES, GROUPS) == 0
+
+
+def test_head_cluster_share():
+    x, y = _blobs([300, 300, 100, 30], CENTRES, spread=0.2)
+    assert bd.head_cluster_share(x, y, CLASSES, GROUPS, k=4) == pytest.approx(0, abs=0.05)
+    merged = x.clone()
+    merged[y == 3] = x[y == 0][:30] + 0.01
+    assert bd.head_cluster_share(merged, y, CLASSES, GROUPS, k=4) == pytest.approx(1)

@@ -1,0 +1,111 @@
+"""tools/analysis/classification_table.py: the statistics, the table, and the reduced
+table end to end (every row, 2 seeds), resumed."""
+import importlib.util
+import json
+import math
+import os
+import os.path as osp
+
+import pytest
+
+from tests.conftest import REPO, run_tool
+
+TOOL = osp.join(REPO, 'tools', 'analysis', 'classification_table.py')
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('classification_table', TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_interval_by_hand():
+    tool = load_tool()
+    res = tool.paired_interval({0: 3., 1: 5., 2: 4.}, {0: 1., 1: 2., 2: 2., 3: 9.})
+    # same seeds only: d = 2, 3, 2; mean 7/3, sd sqrt(1/3); t(0.975, df 2) = 4.302653
+    half = 4.302653 * math.sqrt(1 / 3) / math.sqrt(3)
+    assert res['seeds'] == [0, 1, 2] and res['n'] == 3
+    assert res['mean'] == pytest.approx(7 / 3)
+    assert res['sd'] == pytest.approx(math.sqrt(1 / 3))
+    assert (res['low'], res['high']) == (pytest.approx(7 / 3 - half, rel=1e-6),
+                                         pytest.approx(7 / 3 + half, rel=1e-6))
+    assert tool.paired_interval({0: 1.}, {1: 1.}) is None
+
+
+def fake(row, seed, tail, params=100):
+    return dict(row=row, seed=seed, trainable_params=params, train_seconds=1.0,
+                metrics=dict(head_f1=90., middle_f1=80., tail_f1=tail, macro_f1=70.))
+
+
+def test_summary_and_markdown_layout():
+    tool = load_tool()
+    results = {'lora': [fake('lora', 0, 10.), fake('lora', 1, 20.)],
+               'lora_deblora': [fake('lora_deblora', 0, 14., 200),
+                                fake('lora_deblora', 1, 26., 200)]}
+    summary = tool.summarize(results)
+    assert summary['rows']['lora']['tail_f1'] == pytest.approx((15., math.sqrt(50)))
+    (pair, ) = summary['pairs']  # the other pairs lack a row
+    assert (pair['a'], pair['b']) == ('lora_deblora', 'lora')
+    assert pair['stats']['tail_f1']['mean'] == pytest.approx(5.)
+    text = tool.markdown(summary, 'python tools/analysis/classification_table.py')
+    assert '| LoRA | 90.0 ± 0.0 | 80.0 ± 0.0 | 15.0 ± 7.1 | 70.0 ± 0.0 | 100 | 2 |' in text
+    assert '| LoRA + debLoRA − LoRA | 2 | +0.0' in text
+    assert '+5.0 [' in text
+
+
+# the rows of the paired comparisons, and one whose foundation loads through init_cfg;
+# every row's config trains in tests/configs/test_classification_rows.py
+ROWS = ['zero_shot', 'clora', 'clora_deblora', 'lora', 'lora_deblora', 'lora_deblora_l0']
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_reduced_table_and_resume(tmp_path):
+    tool = load_tool()
+    wd = str(tmp_path / 'table')
+    proc = run_tool('analysis/classification_table.py', '--reduced', '--work-dir', wd,
+                    '--rows', *ROWS, timeout=1200)
+    with open(osp.join(wd, 'table.md')) as fh:
+        table = fh.read()
+    assert table in proc.stdout
+    for row in ROWS:
+        assert f'| {tool.ROWS[row][0]} |' in table, row
+        for seed in (0, 1):
+            with open(osp.join(wd, row, f'seed{seed}', 'result.json')) as fh:
+                res = json.load(fh)
+            assert set(res['metrics']) >= {'head_f1', 'middle_f1', 'tail_f1', 'macro_f1'}
+    params = {row: json.load(open(osp.join(wd, row, 'seed0', 'result.json')))
+              ['trainable_params'] for row in ROWS}
+    assert params['zero_shot'] == 1935  # the linear head only
+    adapters = params['lora'] - 1935  # the linear head: 128 * 15 + 15
+    assert params['lora_deblora'] == params['lora_deblora_l0'] == params['lora'] + adapters
+    assert params['clora'] == 3 * adapters + 1935
+    assert params['clora_deblora'] == params['clora'] + adapters
+    for a, b in tool.PAIRS:
+        assert f'| {tool.ROWS[a][0]} − {tool.ROWS[b][0]} | 2 |' in table
+    # resume: only the missing run is trained again
+    redo = osp.join(wd, 'lora', 'seed1', 'result.json')
+    keep = osp.join(wd, 'lora', 'seed0', 'result.json')
+    mtime = os.path.getmtime(keep)
+    os.remove(redo)
+    again = run_tool('analysis/classification_table.py', '--reduced', '--work-dir', wd,
+                     '--rows', 'lora', 'zero_shot', timeout=600)
+    assert 'lora: seeds [1] to run' in again.stdout
+    assert 'zero_shot: all 2 seeds done, skipped' in again.stdout
+    assert osp.isfile(redo) and os.path.getmtime(keep) == mtime
+
+
+def test_refuses_a_run_dir_it_did_not_make(tmp_path):
+    tool = load_tool()
+    foreign = tmp_path / 'lora' / 'seed0'
+    foreign.mkdir(parents=True)
+    (foreign / 'notes.txt').write_text('mine')
+    with pytest.raises(FileExistsError, match='not made by this tool'):
+        tool.prepare_run_dir(str(foreign))
+    assert (foreign / 'notes.txt').read_text() == 'mine'
+    ours = tmp_path / 'lora' / 'seed1'
+    tool.prepare_run_dir(str(ours))
+    (ours / 'epoch_1.pth').write_text('half-done')
+    tool.prepare_run_dir(str(ours))  # ours, without result.json: started again
+    assert sorted(os.listdir(ours)) == [tool.MARKER]

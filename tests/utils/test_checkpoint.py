@@ -1,0 +1,108 @@
+"""Checkpoint loading: weights only whatever the environment says, and errors that say what
+is wrong with a file (never torch's advice to switch the check off)."""
+import io
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+
+import mmdeblora  # noqa: F401  registers the safe loader
+from mmdeblora.utils import CheckpointFileError, register_safe_checkpoint_loader
+
+EVIL = '''
+import os, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('touch ' + sys.argv[2],))
+torch.save({'state_dict': {}, 'meta': Evil()}, sys.argv[1])
+'''
+UNSAFE_ADVICE = ('weights_only=False', '`weights_only` set to `False`')
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """A checkpoint whose unpickling runs ``touch <marker>``."""
+    path, marker = tmp_path / 'evil.pth', tmp_path / 'PWNED'
+    subprocess.run([sys.executable, '-c', EVIL, str(path), str(marker)], check=True)
+    return str(path), marker
+
+
+def test_malicious_checkpoint_runs_code_through_plain_mmengine(evil):
+    """The control: why the loader exists. Without mmdeblora, mmengine's loader leaves
+    ``weights_only`` unset and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 lets the file run code."""
+    path, marker = evil
+    code = ('import sys; from mmengine.runner.checkpoint import _load_checkpoint\n'
+            '_load_checkpoint(sys.argv[1])\n')
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
+    subprocess.run([sys.executable, '-c', code, path], env=env, capture_output=True)
+    assert marker.exists()
+
+
+def test_malicious_checkpoint_is_refused_under_the_env_override(evil):
+    path, marker = evil
+    code = ('import sys, mmdeblora; from mmengine.runner.checkpoint import _load_checkpoint\n'
+            '_load_checkpoint(sys.argv[1])\n')
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
+    proc = subprocess.run([sys.executable, '-c', code, path], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and not marker.exists()
+    assert f"CheckpointFileError: checkpoint '{path}' refers to 'posix.system'" in proc.stderr
+    assert not any(advice in proc.stderr for advice in UNSAFE_ADVICE)
+
+
+@pytest.mark.parametrize('content,message', [
+    (b'', 'is empty (0 bytes)'),
+    (random.Random(0).randbytes(4096), 'bytes are not a torch.save file'),
+    (b'{"state_dict": {}}', 'bytes are not a torch.save file'),
+    ('truncated', 'zip archive is damaged or cut short'),
+])
+def test_broken_files_say_what_is_wrong(tmp_path, content, message):
+    if content == 'truncated':
+        buf = io.BytesIO()
+        torch.save({'state_dict': {'w': torch.zeros(100)}}, buf)
+        content = buf.getvalue()[:-300]
+    path = tmp_path / 'epoch_1.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointFileError) as err:
+        _load_checkpoint(str(path))  # mmengine's path: load_from, --resume, tools/test.py
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert not any(advice in str(err.value) for advice in UNSAFE_ADVICE)
+
+
+def test_download_schemes_load_weights_only_too(evil, monkeypatch):
+    """Any registered scheme's loader runs with torch's weights-only switch on."""
+    path, marker = evil
+
+    def load_from_test(filename, map_location=None):
+        return torch.load(filename[len('test://'):], map_location=map_location)
+
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    monkeypatch.setattr(CheckpointLoader, '_schemes', dict(CheckpointLoader._schemes))
+    CheckpointLoader.register_scheme('test://', load_from_test)
+    register_safe_checkpoint_loader()
+    with pytest.raises(Exception, match='posix.system'):
+        _load_checkpoint('test://' + path)
+    assert not marker.exists()
+    assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'  # restored
+    assert 'TORCH_FORCE_WEIGHTS_ONLY_LOAD' not in os.environ
+
+
+@pytest.mark.parametrize('content,message', [
+    (b'', 'is empty (0 bytes)'),
+    (random.Random(0).randbytes(4096), 'bytes are not a torch.save file'),
+])
+def test_broken_pretrained_file_says_what_is_wrong(tmp_path, content, message):
+    """``LoRABackbone(pretrained=...)`` reads files itself (before injection), not through
+    mmengine's loader: the same messages there, not torch's bare ``EOFError`` or its advice
+    to switch ``weights_only`` off."""
+    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    path = tmp_path / 'resnet18.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointFileError) as err:
+        load_weights_file(str(path))
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert not any(advice in str(err.value) for advice in UNSAFE_ADVICE)

@@ -1,0 +1,246 @@
+"""Show the bias before claiming a fix: a classifier's features against the oracle's.
+
+``python tools/analysis/bias_diagnostics.py CONFIG CHECKPOINT --oracle-checkpoint CKPT``
+``python tools/analysis/bias_diagnostics.py --aggregate RUN1.json RUN2.json ...`` (mean, sd)
+
+Both models' features (the pooled vector the linear head reads) are extracted on the
+long-tailed training crops of CONFIG and on its evaluation split (``--split val`` to choose
+an operating point, ``test`` to report). Printed and written as json (``--out``):
+
+1. tail macro-F1 of each model's own classifier (pre-check: model <= oracle - 15);
+2. tail macro-F1 of a class-balanced linear probe fitted on each model's features of the
+   same training crops (pre-check: model <= oracle - 10; if the probe closes the gap, the
+   bias is in the classifier, not the representation);
+3. mean tail-to-sibling centroid cosine distance (pre-check: model <= oracle / 2);
+4. share of tail instances whose nearest class centroid is a head class;
+5. share of tail training instances in head-majority K-means clusters (K = ``--k``).
+
+Siblings come from the benchmark's ``target.json`` beside the data; without one, each
+tail class is paired with the head / middle class nearest to it in the oracle's features.
+"""
+import argparse
+import json
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DefaultScope
+
+from mmdeblora.utils.launch import register_all
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+ORACLE_CFG = osp.join(REPO, 'configs', 'classification', 'bias_lora_oracle.py')
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', nargs='?',
+                   help='config of the model under study (e.g. bias_lora.py)')
+    p.add_argument('checkpoint', nargs='?')
+    p.add_argument('--oracle-config', default=ORACLE_CFG)
+    p.add_argument('--oracle-checkpoint')
+    p.add_argument('--aggregate', nargs='+', metavar='JSON',
+                   help='summarise earlier --out files (seeds): mean and sd of each number')
+    p.add_argument('--split', choices=['val', 'test'], default='test')
+    p.add_argument('--k', type=int, default=32, help='K-means clusters (number 5)')
+    p.add_argument('--seed', type=int, default=0, help='K-means seed')
+    p.add_argument('--out', help='write the numbers to this json file')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='overrides applied to both configs (e.g. data_root)')
+    return p.parse_args()
+
+
+def load_cfg(path: str, options) -> Config:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def load_model(cfg: Config, checkpoint: str):
+    from mmpretrain.registry import MODELS
+
+    from mmdeblora.utils.checkpoint import load_checkpoint_file
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor'):  # as mmengine's Runner does
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        model = MODELS.build(model_cfg)
+    ckpt = load_checkpoint_file(checkpoint)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def build_split(cfg: Config, loader: str):
+    """The data set of ``loader`` with the test pipeline (no augmentation)."""
+    from mmpretrain.registry import DATASETS
+    ds_cfg = cfg[loader].dataset.copy()
+    ds_cfg.pipeline = cfg.test_dataloader.dataset.pipeline
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        return DATASETS.build(ds_cfg)
+
+
+@torch.no_grad()
+def extract(model, dataset, batch_size: int = 256):
+    """Pooled features, labels and the model's own predictions."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=pseudo_collate)
+    xs, ys, preds = [], [], []
+    for data in loader:
+        data = model.data_preprocessor(data, False)
+        feats = model.extract_feat(data['inputs'], stage='neck')
+        xs.append(feats[-1].flatten(1).float())
+        preds.append(model.head(feats).argmax(1))
+        ys.append(torch.cat([s.gt_label for s in data['data_samples']]))
+    return torch.cat(xs), torch.cat(ys), torch.cat(preds)
+
+
+def siblings_for(cfg: Config, classes, groups, oracle_eval) -> dict:
+    meta = osp.join(cfg.train_dataloader.dataset.data_root, 'target.json')
+    if osp.isfile(meta):
+        with open(meta) as fh:
+            sib = json.load(fh).get('siblings')
+        if sib:
+            return {t: s for t, s in sib.items() if t in classes and s in classes}
+    from mmdeblora.evaluation.bias_diagnostics import class_centroids
+    x, y = oracle_eval[:2]
+    cent = torch.nn.functional.normalize(class_centroids(x - x.mean(0), y, len(classes)), dim=1)
+    others = [classes.index(c) for c in groups['head'] + groups['middle']]
+    return {t: classes[others[int((cent[others] @ cent[classes.index(t)]).argmax())]]
+            for t in groups['tail']}
+
+
+def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) -> dict:
+    from mmdeblora.evaluation import bias_diagnostics as bd
+    train_set = build_split(model_cfg, 'train_dataloader')
+    eval_set = build_split(model_cfg, f'{split}_dataloader')
+    classes = list(eval_set.metainfo['classes'])
+    groups = train_set.metainfo['groups']
+    feats = {name: dict(train=extract(m, train_set), eval=extract(m, eval_set))
+             for name, m in (('model', model), ('oracle', oracle))}
+    siblings = siblings_for(model_cfg, classes, groups, feats['oracle']['eval'])
+    out = dict(split=split, classes=classes, groups=groups, siblings=siblings)
+    for name, f in feats.items():
+        (tx, ty, _), (ex, ey, epred) = f['train'], f['eval']
+        probe = bd.balanced_probe(tx, ty, len(classes))
+        dist = bd.sibling_distance(ex, ey, classes, siblings)
+        out[name] = dict(
+            own=bd.group_f1(epred, ey, classes, groups),
+            probe=bd.group_f1(probe(ex).argmax(1), ey, classes, groups),
+            sibling_distance=sum(dist.values()) / len(dist),
+            sibling_distance_per_class=dist,
+            nearest_centroid_head_share=bd.nearest_centroid_head_share(
+                tx, ty, ex, ey, classes, groups),
+            head_cluster_share=bd.head_cluster_share(tx, ty, classes, groups, k, seed))
+    m, o = out['model'], out['oracle']
+    out['prechecks'] = {
+        '1_tail_f1_gap': o['own']['tail_f1'] - m['own']['tail_f1'],
+        '2_probe_tail_f1_gap': o['probe']['tail_f1'] - m['probe']['tail_f1'],
+        '3_sibling_distance_ratio': m['sibling_distance'] / max(o['sibling_distance'], 1e-12),
+    }
+    p = out['prechecks']
+    out['passed'] = {'1': p['1_tail_f1_gap'] >= 15, '2': p['2_probe_tail_f1_gap'] >= 10,
+                     '3': p['3_sibling_distance_ratio'] <= 0.5}
+    return out
+
+
+def format_report(res: dict) -> str:
+    m, o = res['model'], res['oracle']
+    rows = [f"bias diagnostics on the {res['split']} split (model vs balanced-data oracle)",
+            f"{'':<44}{'model':>10}{'oracle':>10}"]
+
+    def row(label, a, b, fmt='{:>10.2f}'):
+        rows.append(f'{label:<44}' + fmt.format(a) + fmt.format(b))
+
+    for g in ('head', 'middle', 'tail'):
+        row(f'own classifier {g} macro-F1', m['own'][f'{g}_f1'], o['own'][f'{g}_f1'])
+    for g in ('head', 'middle', 'tail'):
+        row(f'balanced probe {g} macro-F1', m['probe'][f'{g}_f1'], o['probe'][f'{g}_f1'])
+    row('tail-sibling centroid cosine distance', m['sibling_distance'],
+        o['sibling_distance'], '{:>10.4f}')
+    row('tail nearest centroid is head (share)', m['nearest_centroid_head_share'],
+        o['nearest_centroid_head_share'], '{:>10.3f}')
+    row('tail train in head-majority clusters', m['head_cluster_share'],
+        o['head_cluster_share'], '{:>10.3f}')
+    p, ok = res['prechecks'], res['passed']
+    rows.append(f"pre-check 1 (tail F1 gap >= 15): {p['1_tail_f1_gap']:.2f} "
+                f"{'PASS' if ok['1'] else 'fail'}")
+    rows.append(f"pre-check 2 (probe tail F1 gap >= 10): {p['2_probe_tail_f1_gap']:.2f} "
+                f"{'PASS' if ok['2'] else 'fail'}")
+    rows.append(f"pre-check 3 (sibling distance ratio <= 0.5): "
+                f"{p['3_sibling_distance_ratio']:.3f} {'PASS' if ok['3'] else 'fail'}")
+    return '\n'.join(rows)
+
+
+NUMBERS = [('own classifier tail macro-F1', ('own', 'tail_f1')),
+           ('own classifier head macro-F1', ('own', 'head_f1')),
+           ('balanced probe tail macro-F1', ('probe', 'tail_f1')),
+           ('balanced probe head macro-F1', ('probe', 'head_f1')),
+           ('tail-sibling centroid cosine distance', ('sibling_distance', )),
+           ('tail nearest centroid is head (share)', ('nearest_centroid_head_share', )),
+           ('tail train in head-majority clusters', ('head_cluster_share', ))]
+
+
+def aggregate(paths) -> str:
+    """Mean and sample sd over runs of every number and pre-check."""
+    import numpy as np
+    runs = []
+    for path in paths:
+        with open(path) as fh:
+            runs.append(json.load(fh))
+
+    def stat(values):
+        v = np.array(values, dtype=float)
+        sd = v.std(ddof=1) if len(v) > 1 else float('nan')
+        return f'{v.mean():8.3f} +- {sd:6.3f}'
+
+    rows = [f'{len(runs)} runs, split {sorted({r["split"] for r in runs})}',
+            f"{'':<40}{'model':>20}{'oracle':>20}"]
+    for label, keys in NUMBERS:
+        vals = {}
+        for side in ('model', 'oracle'):
+            vals[side] = []
+            for r in runs:
+                v = r[side]
+                for k in keys:
+                    v = v[k]
+                vals[side].append(v)
+        rows.append(f'{label:<40}{stat(vals["model"]):>20}{stat(vals["oracle"]):>20}')
+    for key in runs[0]['prechecks']:
+        passed = sum(r['passed'][key[0]] for r in runs)
+        rows.append(f"pre-check {key:<34}{stat([r['prechecks'][key] for r in runs]):>20}"
+                    f'   passed in {passed}/{len(runs)}')
+    return '\n'.join(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.aggregate:
+        print(aggregate(args.aggregate))
+        return
+    if not (args.config and args.checkpoint and args.oracle_checkpoint):
+        raise SystemExit('need CONFIG, CHECKPOINT and --oracle-checkpoint (or --aggregate)')
+    register_all()
+    cfg = load_cfg(args.config, args.cfg_options)
+    oracle_cfg = load_cfg(args.oracle_config, args.cfg_options)
+    for path in (args.checkpoint, args.oracle_checkpoint):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'checkpoint {path!r} does not exist')
+    res = diagnose(cfg, load_model(cfg, args.checkpoint),
+                   load_model(oracle_cfg, args.oracle_checkpoint), args.split, args.k,
+                   args.seed)
+    res.update(config=args.config, checkpoint=args.checkpoint,
+               oracle_config=args.oracle_config, oracle_checkpoint=args.oracle_checkpoint)
+    print(format_report(res))
+    if args.out:
+        with open(args.out, 'w') as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == '__main__':
+    main()
