@@ -85,7 +85,9 @@ step() {  # step NAME CMD...: run, log, time; stop the rehearsal when it fails
 
 [ -d "$SD" ] || step weights_sd "$PY" tools/make_random_weights.py "$WEIGHTS" --what sd \
     --arch "$ARCH"
-[ -f "$R50" ] || step weights_r50 "$PY" tools/make_random_weights.py "$WEIGHTS" --what resnet50
+if [[ " $STEPS " == *" r50_"* ]]; then  # only the ResNet-50 steps need the R50 file
+  [ -f "$R50" ] || step weights_r50 "$PY" tools/make_random_weights.py "$WEIGHTS" --what resnet50
+fi
 
 # the sample patches as train, val and test split; 2 CPU cores: no loader workers
 DATA_OPTS=()

@@ -106,3 +106,12 @@ def test_broken_pretrained_file_says_what_is_wrong(tmp_path, content, message):
         load_weights_file(str(path))
     assert str(path) in str(err.value) and message in str(err.value)
     assert not any(advice in str(err.value) for advice in UNSAFE_ADVICE)
+
+
+def test_pretrained_file_never_runs_code_under_the_env_override(evil, monkeypatch):
+    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    path, marker = evil
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(CheckpointFileError, match="refers to 'posix.system'"):
+        load_weights_file(path)
+    assert not marker.exists()
