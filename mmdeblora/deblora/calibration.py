@@ -117,25 +117,48 @@ def calibrate(z: Tensor, labels: Tensor, class_centers: Tensor, alphas: Tensor,
 
 
 def loss_scale(z: Tensor, z_hat: Tensor, labels: Tensor,
-               natural_counts: Sequence[int]) -> float:
-    """Expected ||z - z_hat||^2 of one training instance at the start of stage 2.
+               natural_counts: Sequence[int], calibrated: Sequence[bool]) -> float:
+    """Mean ||z - z_hat||^2 of one *calibrated* training instance at the start of stage 2.
 
-    sum_c p_c g_c, with p_c the class's share of the *natural* training counts and g_c
-    the mean gap of its extracted instances. Dividing the feature loss (a mean over the
-    instances of a batch, uncalibrated ones contributing 0) by it makes the first stage-2
-    loss about lambda, whatever the backbone's feature scale and whatever cap
-    (``max_per_class``) thinned the extracted set: the cap changes which instances are
-    averaged, not the shares.
+    sum_{c cal} n_c g_c / sum_{c cal} n_c, with n_c the *natural* training counts and g_c
+    the mean gap of the class's extracted instances. The calibration term of the feature
+    loss (a mean over the calibrated instances of a batch) divided by it starts at about 1,
+    whatever the backbone's feature scale and whatever cap (``max_per_class``) thinned the
+    extracted set: the cap changes which instances are averaged, not the shares. It is not
+    the gap per training instance (uncalibrated ones included): where the tail is 1 % of
+    the instances that is 100x smaller, and dividing by it weights any drift of the
+    uncalibrated features 100x (on the toy data it wrecked stage 2: docs/deblora.md).
     """
     n = torch.as_tensor(list(natural_counts), dtype=torch.float64)
+    cal = torch.as_tensor(list(calibrated), dtype=torch.bool)
+    if cal.numel() != n.numel():
+        raise ValueError(f'{cal.numel()} calibrated flags for {n.numel()} classes')
+    n = torch.where(cal, n, torch.zeros_like(n))
     if n.sum() <= 0:
-        raise ValueError('loss_scale needs positive natural class counts')
+        raise ValueError('loss_scale needs a calibrated class with training instances')
     labels = labels.long().cpu()
     gap = ((z.double() - z_hat.double()) ** 2).sum(1).cpu()
     per_class = torch.zeros_like(n).index_add_(0, labels, gap)
     seen = torch.bincount(labels, minlength=n.numel()).double()
     mean_gap = torch.where(seen > 0, per_class / seen.clamp(min=1), torch.zeros_like(n))
     return float((n / n.sum() * mean_gap).sum())
+
+
+def feature_loss(z: Tensor, targets: Tensor, calibrated: Tensor) -> Tensor:
+    """mean_{i cal} ||z_i - z_hat_i||^2 + mean_{i not cal} ||z_i - z_hat_i||^2.
+
+    Two means, one over the batch's calibrated instances (pulled toward their calibrated
+    targets) and one over the others (kept at their stage-1 features), so that the weight
+    of the calibration term does not shrink with the tail's share of the batch and the
+    weight of each uncalibrated instance does not grow with it. An empty part adds 0;
+    with no instance at all the result is 0 and still connected to ``z`` (DDP).
+    """
+    gap = ((z - targets) ** 2).sum(1)
+    out = z.sum() * 0
+    for part in (calibrated, ~calibrated):
+        if part.any():
+            out = out + gap[part].mean()
+    return out
 
 
 def calibrated_mask(num_classes: int, class_names: Sequence[str],

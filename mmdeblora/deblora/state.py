@@ -38,7 +38,7 @@ class DebiasState:
     normalize: bool = True
     renormalize: bool = True
     inertia: float = float('nan')
-    loss_scale: float = 1.0  # expected ||z - z_hat||^2 of a training instance
+    loss_scale: float = 1.0  # mean ||z - z_hat||^2 of a calibrated training instance
     stats: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,7 +140,7 @@ def fit_debias(z: Tensor, labels: Tensor, class_names: Sequence[str],
     alphas = class_alphas(natural.tolist(), cal.tolist(), alpha_mode, alpha, alpha_max)
     zc, yc = z.cpu().float(), labels.cpu().long()
     scale = loss_scale(zc, calibrate(zc, yc, h, alphas, renormalize and normalize), yc,
-                       natural.tolist())
+                       natural.tolist(), cal.tolist())
     return DebiasState(
         centers=centers, counts=counts, class_centers=h, alphas=alphas, calibrated=cal,
         class_names=list(class_names), natural_counts=natural, groups=dict(groups or {}),

@@ -88,7 +88,7 @@ def log_result(result: DebiasResult, log: LogFn, warn: Optional[LogFn] = None) -
     log('debias: alpha per calibrated class ' + ', '.join(
         f'{n}={a:.3f}' for n, a, c in zip(st.class_names, st.alphas.tolist(),
                                           st.calibrated.tolist()) if c))
-    log(f'debias: feature-loss scale (expected gap per training instance) '
+    log(f'debias: feature-loss scale (mean gap of a calibrated training instance) '
         f'{st.loss_scale:.6g}')
     for when, stats in st.stats.items():
         log(f'debias: feature stats {when} calibration: ' +

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple, runtime_chec
 import torch
 from torch import Tensor, nn
 
-from mmdeblora.deblora import DebiasState, Stage2Settings, calibrate
+from mmdeblora.deblora import DebiasState, Stage2Settings, calibrate, feature_loss
 
 
 @runtime_checkable
@@ -141,6 +141,7 @@ class DebiasMixin:
         self._debias = dict(
             class_centers=state.class_centers.detach().float(),
             alphas=state.alphas.detach().float(), pool=state.pool,
+            calibrated=state.calibrated.detach().bool(),
             normalize=state.normalize, renormalize=state.renormalize,
             loss_weight=float(stage2.loss_weight), stage1_adapters=stage1, adapter=name,
             loss_scale=float(state.loss_scale) if stage2.loss_normalize else 1.0)
@@ -176,10 +177,8 @@ class DebiasMixin:
         with self.backbone.deterministic_features():
             feats = self.extract_feat(inputs)
         losses = self.debias_task_loss(feats, data_samples)
-        z, _ = self.debias_features(feats, data_samples, d['pool'], d['normalize'])
-        if z.shape[0]:
-            gap = ((z - targets) ** 2).sum(1).mean()
-        else:  # no instance in the batch: keep the graph connected for DDP
-            gap = z.sum() * 0
+        z, labels = self.debias_features(feats, data_samples, d['pool'], d['normalize'])
+        calibrated = d['calibrated'].to(labels.device)[labels.long()]
+        gap = feature_loss(z, targets, calibrated)
         losses['loss_deblora_feat'] = d['loss_weight'] / d['loss_scale'] * gap
         return losses

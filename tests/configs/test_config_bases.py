@@ -105,12 +105,16 @@ def test_model_index_lists_every_config():
     index = yaml.safe_load(open(osp.join(REPO, 'model-index.yml')))
     listed = []
     for meta in index['Import']:
-        for model in yaml.safe_load(open(osp.join(REPO, meta)))['Models']:
+        metafile = yaml.safe_load(open(osp.join(REPO, meta)))
+        collections = {c['Name']: c for c in metafile['Collections']}
+        for coll in collections.values():
+            assert osp.isfile(osp.join(REPO, coll['README'])), (meta, coll['README'])
+        for model in metafile['Models']:
             assert osp.isfile(osp.join(REPO, model['Config'])), model['Config']
             assert model['Name'] == osp.splitext(osp.basename(model['Config']))[0]
+            assert model['In Collection'] in collections, (meta, model['Name'])
             listed.append(osp.relpath(model['Config'], 'configs'))
-    det = [c for c in CONFIGS if not c.startswith('classification')]
-    assert sorted(listed) == det
+    assert sorted(listed) == CONFIGS  # detection and classification configs alike
 
 
 def test_configs_ship_inside_the_package():

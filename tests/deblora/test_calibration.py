@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmdeblora.deblora import (DebiasState, calibrate, calibrated_mask, class_alphas, count_matrix,
-                               debiased_centers, fit_debias, loss_scale)
+                               debiased_centers, feature_loss, fit_debias, loss_scale)
 
 # 2 clusters, 3 classes. Cluster 0: 6 of class 0, 2 of class 2; cluster 1: 2 of class 1,
 # 2 of class 2.
@@ -86,8 +86,9 @@ def test_fit_debias_zero_class_fewer_than_k_and_roundtrip(tmp_path):
     assert st.calibrated.tolist() == [False, True, False] and st.calibrated_names == ['b']
     assert torch.isfinite(st.class_centers).all()
     z_hat = calibrate(z, y, st.class_centers, st.alphas, renormalize=True)
-    gap = ((z - z_hat) ** 2).sum(1).mean()  # no cap: natural shares = extracted shares
-    assert st.loss_scale == pytest.approx(float(gap), rel=1e-5)
+    # no cap: natural shares = extracted shares; the mean gap of a calibrated instance
+    gap = ((z - z_hat) ** 2).sum(1)[y == 1].mean()
+    assert gap > 0 and st.loss_scale == pytest.approx(float(gap), rel=1e-5)
     st.save(str(tmp_path))
     meta = json.load(open(tmp_path / 'deblora_state.json'))
     assert meta['calibrated'] == ['b'] and meta['natural_counts'] == dict(a=8, b=2, c=0)
@@ -121,10 +122,13 @@ def test_loss_scale_uses_natural_shares_not_the_cap():
     h = torch.nn.functional.normalize(torch.randn(2, 8, generator=gen), dim=1)
     a = torch.tensor([0.0, 0.5])
     z_hat = calibrate(z, y_all, h, a, renormalize=True)
-    full = loss_scale(z, z_hat, y_all, natural)
+    full = loss_scale(z, z_hat, y_all, natural, [False, True])
     keep = torch.cat([torch.arange(20), torch.arange(1000, 1010)])  # cap 20 per class
-    capped = loss_scale(z[keep], z_hat[keep], y_all[keep], natural)
+    capped = loss_scale(z[keep], z_hat[keep], y_all[keep], natural, [False, True])
     assert capped == pytest.approx(full, rel=1e-6)
+    # per calibrated instance, not per training instance: 101x the tail-diluted mean
+    tail_gap = ((z - z_hat) ** 2).sum(1)[1000:].mean()
+    assert full == pytest.approx(float(tail_gap), rel=1e-6)
     # the old definition (mean over the extracted set) moves with the cap by ~20x
     old_full = ((z - z_hat) ** 2).sum(1).mean()
     old_capped = ((z[keep] - z_hat[keep]) ** 2).sum(1).mean()
@@ -142,3 +146,19 @@ def test_imbalance_alphas_and_no_calibrated_class():
     with pytest.raises(ValueError, match='no class to calibrate'):
         fit_debias(z, y, ['h', 'm', 't'], [False, True, True], num_clusters=4,
                    natural_counts=[1000, 0, 0])
+
+
+def test_feature_loss_is_two_means_so_the_tail_share_does_not_scale_it():
+    z = torch.zeros(6, 2, requires_grad=True)
+    t = torch.tensor([[1.0, 0], [0, 2.0], [0, 0], [0, 0], [0, 0], [3.0, 0]])
+    cal = torch.tensor([True, True, False, False, False, False])
+    # calibrated mean (1 + 4) / 2 plus uncalibrated mean (0 + 0 + 0 + 9) / 4
+    assert float(feature_loss(z, t, cal)) == pytest.approx(2.5 + 2.25)
+    # the calibration term does not shrink when more uncalibrated instances come along
+    z2, t2 = torch.cat([z[:2], torch.zeros(100, 2)]), torch.cat([t[:2], torch.zeros(100, 2)])
+    cal2 = torch.cat([cal[:2], torch.zeros(100, dtype=torch.bool)])
+    assert float(feature_loss(z2, t2, cal2)) == pytest.approx(2.5)
+    # an empty part adds nothing; an empty batch is 0 and keeps the graph
+    assert float(feature_loss(z[2:], t[2:], cal[2:])) == pytest.approx(2.25)
+    empty = feature_loss(z[:0], t[:0], cal[:0])
+    assert float(empty) == 0 and empty.requires_grad

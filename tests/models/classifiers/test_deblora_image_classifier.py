@@ -72,7 +72,9 @@ def test_image_classifier_before_and_after_debias():
         z1, _ = m.instance_features(x, samples, ['default'])
     assert torch.equal(z1, z)
     losses = m.loss(x, samples)
-    want = ((z - calibrate(z, y, st.class_centers, alphas, True)) ** 2).sum(1).mean()
+    gap = ((z - calibrate(z, y, st.class_centers, alphas, True)) ** 2).sum(1)
+    want = gap[alphas[y] > 0].mean()  # + the others' mean, 0 while the new B is 0
+    assert float(gap[alphas[y] == 0].abs().max()) == 0
     assert losses['loss_deblora_feat'].item() == pytest.approx(want.item(), rel=1e-5)
     assert 'loss' in losses  # the head's own loss is still there
     losses['loss_deblora_feat'].backward()

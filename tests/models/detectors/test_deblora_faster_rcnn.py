@@ -114,7 +114,11 @@ def test_feature_loss_targets_and_gradients():
     with torch.no_grad():
         z, y = m.instance_features(inputs, samples, ['default'])
         t = calibrate(z, y, st.class_centers, alphas, renormalize=True)
-        want = 2.0 / 4.0 * ((z - t) ** 2).sum(1).mean()
+        gap = ((z - t) ** 2).sum(1)
+        cal = alphas[y] > 0
+        assert cal.any() and (~cal).any()
+        # two means: the calibrated instances' gap, and the others' (0 here: B = 0)
+        want = 2.0 / 4.0 * (gap[cal].mean() + gap[~cal].mean())
     assert torch.allclose(t.norm(dim=1), torch.ones(len(t)))  # targets on the sphere
     assert want > 0
     assert losses['loss_deblora_feat'].item() == pytest.approx(want.item(), rel=1e-5)
