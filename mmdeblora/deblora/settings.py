@@ -44,8 +44,9 @@ class Stage2Settings:
             the backbone's).
         stage1_adapters: the adapters that make the stage-1 model (frozen in stage 2).
         loss_weight: lambda of the feature loss.
-        loss_normalize: divide the feature loss by the expected per-instance gap at the
-            switch (``DebiasState.loss_scale``), so lambda means the same on any backbone.
+        loss_normalize: divide the feature loss by the mean gap of a calibrated instance
+            at the switch (``DebiasState.loss_scale``), so lambda means the same on any
+            backbone and extraction cap.
         freeze_neck, freeze_backbone_extra: freeze the neck and the backbone's
             ``trainable_extra`` parameters (norms) in stage 2: they are shared by the
             student and the stage-1 target path, so while they train the targets move.

@@ -7,6 +7,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmdeblora.models.roi_heads import check_reslt_placement
 from mmdeblora.utils.checkpoint_fit import CheckpointMismatchError, checkpoint_fit
 from .hooks.divergence_hook import DivergenceHook
 from .hooks.random_state_hook import add_exact_resume_hooks
@@ -53,6 +54,8 @@ class CheckedRunner(Runner):
     def __init__(self, *args, **kwargs) -> None:
         self._resuming = False
         super().__init__(*args, **kwargs)
+        # a last-stage ResLT head would train a whole schedule, then fail at validation
+        check_reslt_placement(self.model)
         mode = self.cfg.get('checkpoint_mismatch', 'error')
         if mode not in MISMATCH_MODES:
             raise ValueError(f'checkpoint_mismatch must be one of {MISMATCH_MODES}, got '

@@ -69,7 +69,8 @@ class DivergenceHook(Hook):
 
     def _problem(self, runner, outputs: dict) -> Optional[str]:
         loss = outputs.get('loss') if outputs else None
-        loss = None if loss is None else float(loss)
+        if loss is not None:
+            loss = float(loss.detach() if hasattr(loss, 'detach') else loss)
         if loss is not None and not math.isfinite(loss):
             return f'the loss is {loss}'
         norm = self._grad_norm(runner)

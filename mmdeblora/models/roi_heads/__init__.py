@@ -1,3 +1,3 @@
-from .reslt_bbox_head import ResLTBBoxHead, ResLTClassifier
+from .reslt_bbox_head import ResLTBBoxHead, ResLTClassifier, check_reslt_placement
 
-__all__ = ['ResLTBBoxHead', 'ResLTClassifier']
+__all__ = ['ResLTBBoxHead', 'ResLTClassifier', 'check_reslt_placement']

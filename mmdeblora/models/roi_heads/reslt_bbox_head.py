@@ -201,3 +201,22 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
         return super()._predict_by_feat_single(
             roi=roi, cls_score=self.fuse(cls_score), bbox_pred=bbox_pred,
             img_meta=img_meta, rescale=rescale, rcnn_test_cfg=rcnn_test_cfg)
+
+
+def check_reslt_placement(model: nn.Module) -> None:
+    """Refuse ``ResLTBBoxHead`` as any stage of a cascade RoI head, at build time.
+
+    The head cannot see its parent: an earlier stage fails at the first training step
+    (``refine_bboxes``), but the last stage would train a whole schedule and fail only at
+    validation, where the cascade averages its stages' scores. ``CheckedRunner`` calls this
+    right after building the model.
+    """
+    from mmdet.models.roi_heads import CascadeRoIHead
+    for name, module in model.named_modules():
+        if not isinstance(module, CascadeRoIHead):
+            continue
+        heads = module.bbox_head
+        for i, head in enumerate(heads if isinstance(heads, nn.ModuleList) else [heads]):
+            if isinstance(head, ResLTBBoxHead):
+                where = f'model.{name}.bbox_head.{i}' if name else f'model.bbox_head.{i}'
+                raise ValueError(f'{where}: ' + NOT_CASCADE)

@@ -142,3 +142,23 @@ def test_refused_in_a_cascade(tmp_path, toy_root):
     data = _toy_batch(model, cfg, toy_root)
     with pytest.raises(NotImplementedError, match=r'cascade.*model\.roi_head\.bbox_head'):
         model.loss(data['inputs'], data['data_samples'])
+
+
+def test_last_cascade_stage_is_refused_before_training(tmp_path):
+    """RoI Transformer's last stage: training would run (no refinement after it), and the
+    cascade's score averaging would fail only at validation; CheckedRunner refuses it
+    when it builds the model, naming the stage."""
+    from mmengine.config import Config
+
+    from mmdeblora.engine import CheckedRunner
+    from tests.configs.toy_detector import write_toy_detector
+    path = write_toy_detector(tmp_path, 'roi_trans')
+    cfg = Config.fromfile(path)
+    cfg.model.roi_head.bbox_head[-1].update(type='ResLTBBoxHead', groups=GROUPS)
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(ValueError, match=r'model\.roi_head\.bbox_head\.1: ResLTBBoxHead in a '
+                       r'cascade'):
+        CheckedRunner.from_cfg(cfg)
+    control = Config.fromfile(path)  # the same detector without ResLT builds
+    control.work_dir = str(tmp_path / 'control')
+    CheckedRunner.from_cfg(control)
