@@ -9,7 +9,7 @@ Reduced, on this CPU machine (how it is tested; random weights, the DOTA sample 
 
     .venv/bin/python benchmarks/bench_sd_gpu.py --device cpu --size 256 --batch 1 --steps 1 \\
         --random-weights work_dirs/rehearsal_weights/sd-v1-5-random \\
-        --data-root ../shared/data/dota_samples/ --ann-dir annfiles/ --img-dir images/ \
+        --data-root ../shared/data/dota_samples/ --ann-dir annfiles/ --img-dir images/ \\
         --calibrate-groups head
 
 What runs, each variant in its own process so that its peak memory is its own: one

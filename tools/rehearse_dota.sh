@@ -12,7 +12,7 @@
 #   R50 LoRA: train, tools/test.py, Task1 submission files   R50 full: train, test
 #   SD LoRA: train 1 epoch with slim checkpoints + peft adapter folders (LoRACheckpointHook,
 #            enabled through default_hooks), --resume from the slim checkpoint, test, Task1
-#   SD full (SD_FULL=1 only: about 14 GB for AdamW states alone)
+#   SD full (only when STEPS names sd_full: about 14 GB for AdamW states alone)
 #   debLoRA: stage 1, the switch (DebLoRAHook), stage 2; test; Task1 with the test-split
 #            submission config (merged to full images). Last, on purpose.
 # Environment: SIZE (resize scale, default 256; the configs' 1024 takes about an hour per

@@ -114,6 +114,25 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
         raise CheckpointFileError(_explain(path, size, err)) from None
 
 
+def load_safetensors_file(path: str) -> dict:
+    """``safetensors.torch.load_file(path)`` with errors that name the file and say what
+    is wrong with it (safetensors' own say "header too large" and no file name)."""
+    from safetensors.torch import load_file
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'safetensors file {path!r} does not exist')
+    size = osp.getsize(path)
+    if size == 0:
+        raise CheckpointFileError(f'safetensors file {path!r} is empty (0 bytes): an '
+                                  'interrupted save or copy?')
+    try:
+        return load_file(path, device='cpu')
+    except Exception as err:  # safetensors raises its own SafetensorError, not exported
+        raise CheckpointFileError(
+            f'{path!r} ({size} bytes) is not a readable safetensors file: {err} (cut '
+            'short, or another format under a .safetensors name?)') from None
+
+
 def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
     """mmengine's local ``CheckpointLoader`` scheme, with :func:`load_checkpoint_file`."""
     return load_checkpoint_file(filename, map_location)

@@ -115,3 +115,27 @@ def test_pretrained_file_never_runs_code_under_the_env_override(evil, monkeypatc
     with pytest.raises(CheckpointFileError, match="refers to 'posix.system'"):
         load_weights_file(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize('content,message', [
+    (b'', 'is empty (0 bytes)'),
+    (random.Random(0).randbytes(4096), 'is not a readable safetensors file'),
+])
+def test_broken_safetensors_files_name_the_file(tmp_path, content, message):
+    """``pretrained=*.safetensors`` and peft adapter folders: safetensors' own error
+    ("header too large") names no file."""
+    from mmdeblora.models.backbones.adapter_io import read_adapter_folder
+    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    path = tmp_path / 'unet.safetensors'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointFileError) as err:
+        load_weights_file(str(path))
+    assert str(path) in str(err.value) and message in str(err.value)
+    folder = tmp_path / 'adapters'
+    folder.mkdir()
+    (folder / 'adapter_config.json').write_text(
+        '{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["conv1"]}')
+    (folder / 'adapter_model.safetensors').write_bytes(content)
+    with pytest.raises(CheckpointFileError) as err:
+        read_adapter_folder(str(folder))
+    assert 'adapter_model.safetensors' in str(err.value) and message in str(err.value)

@@ -28,6 +28,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from mmdeblora.utils.checkpoint import load_safetensors_file
+
 PEFT_CONFIG = 'adapter_config.json'
 PEFT_WEIGHTS = 'adapter_model.safetensors'
 PEFT_PREFIX = 'base_model.model.'
@@ -113,7 +115,6 @@ def _check_finite(tensors: Dict[str, torch.Tensor], source: str) -> None:
 
 
 def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
-    from safetensors.torch import load_file
     cfg_path, weights = osp.join(folder, PEFT_CONFIG), osp.join(folder, PEFT_WEIGHTS)
     for path in (cfg_path, weights):
         if not osp.isfile(path):
@@ -133,7 +134,7 @@ def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
     cfg = dict(rank=int(raw['r']), alpha=raw['lora_alpha'],
                dropout=float(raw.get('lora_dropout', 0.0)),
                target_modules=_targets(raw['target_modules']))
-    tensors = load_file(weights, device='cpu')
+    tensors = load_safetensors_file(weights)
     strange = [k for k in tensors if not k.startswith(PEFT_PREFIX)]
     if strange:
         raise KeyError(f'{weights}: keys without peft\'s {PEFT_PREFIX!r} prefix, e.g. '
@@ -144,7 +145,6 @@ def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
 
 
 def _read_legacy(path_dir: str) -> AdapterFolder:
-    from safetensors.torch import load_file
     with open(osp.join(path_dir, LEGACY_INDEX)) as f:
         meta = json.load(f)
     adapters = []
@@ -152,7 +152,7 @@ def _read_legacy(path_dir: str) -> AdapterFolder:
         path = osp.join(path_dir, f'{name}.safetensors')
         if not osp.isfile(path):
             raise FileNotFoundError(f'adapter {name!r}: {path!r} does not exist')
-        tensors = load_file(path, device='cpu')
+        tensors = load_safetensors_file(path)
         _check_finite(tensors, path)
         adapters.append(AdapterFile(name, dict(rank=cfg['rank'], alpha=cfg['alpha'],
                                                dropout=cfg['dropout'],

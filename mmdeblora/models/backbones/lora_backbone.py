@@ -55,8 +55,8 @@ def load_weights_file(path: str) -> Dict[str, torch.Tensor]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'weights file {path!r} does not exist')
     if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return load_file(path, device='cpu')
+        from mmdeblora.utils.checkpoint import load_safetensors_file
+        return load_safetensors_file(path)
     ckpt = load_checkpoint_file(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
         ckpt = ckpt['state_dict']
