@@ -106,3 +106,17 @@ def test_doc_commands_name_the_interpreter(doc):
     bare = [line for line in open(doc).read().splitlines()
             if re.search(r'(^|[\s`$(])python3? +\S+\.py', line)]
     assert not bare, bare
+
+
+def test_relative_doc_links_resolve():
+    """Every relative link in README.md and docs/*.md names a file of the checkout."""
+    broken = []
+    for doc in [osp.join(REPO, 'README.md')] + sorted(glob.glob(osp.join(REPO, 'docs', '*.md'))):
+        text = open(doc).read()
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if re.match(r'[a-z]+:', target) or target.startswith('#'):
+                continue  # a URL or an anchor in the same page
+            path = osp.normpath(osp.join(osp.dirname(doc), target.split('#')[0]))
+            if not osp.exists(path):
+                broken.append(f'{osp.relpath(doc, REPO)}: {target}')
+    assert not broken, broken

@@ -1,6 +1,7 @@
 """Generate the bias benchmark and pretrain its foundation.
 
-``python tools/data/make_bias_benchmark.py [OUT] [--bias strong --cue-strength 40 ...]``
+``.venv/bin/python tools/data/make_bias_benchmark.py [OUT] [--bias strong --cue-strength 0.2 ...]``
+(docs/classification.md)
 
 1. the balanced source domain (``OUT/source``), 2. the long-tailed target domain
 (``OUT/target``), 3. the foundation: ``configs/classification/bias_foundation.py`` trained
