@@ -30,15 +30,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def hook_options(cfg) -> dict:
-    """The DebLoRAHook options of the config (``{}`` when it has no DebLoRAHook)."""
-    hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'DebLoRAHook']
-    opts = dict(hooks[0]) if hooks else {}
-    for key in ('type', 'switch_epoch', 'plot', 'plot_max_points', 'save_switch_checkpoint'):
-        opts.pop(key, None)
-    return opts
-
-
 def main() -> None:
     args = parse_args()
     from mmengine.registry import MODELS, init_default_scope
@@ -47,6 +38,7 @@ def main() -> None:
     from mmdeblora.deblora import Stage2Settings
     from mmdeblora.engine import DebiasSettings, build_extraction_loader, debias_model
     from mmdeblora.engine.debias_report import log_result, save_result
+    from mmdeblora.engine.hooks.deblora_hook import hook_options
     from mmdeblora.utils.launch import load_config, register_all
     register_all()
     cfg = load_config(args)

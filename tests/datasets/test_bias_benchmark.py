@@ -107,8 +107,10 @@ def test_dial_semantics_and_the_negative_control():
 def test_other_settings_are_not_overwritten(tmp_path):
     make_bias_target(str(tmp_path), log=None, **TINY)
     before = _digest(tmp_path / 'target')
-    make_bias_target(str(tmp_path), log=None, **TINY)          # same settings: kept
+    said = []
+    make_bias_target(str(tmp_path), log=said.append, **TINY)   # same settings: kept
     assert _digest(tmp_path / 'target') == before
+    assert len(said) == 1 and 'up to date' in said[0]            # and it says so
     with pytest.raises(FileExistsError, match='force'):
         make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, **TINY)
     make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, force=True,

@@ -54,6 +54,26 @@ def test_debias_report(toy_root, tmp_path):
     assert set(state['calibrated']) == {k for k in tail}
     assert all(natural[k] > 0 for k in state['calibrated'])
 
+    # the stage-2 probe on that state: the same stage 2 as the hook, the loss parts logged
+    probe = tmp_path / 'probe.csv'
+    args = (CFG, ckpt, str(out), '--iters', '3', '--loss-weight', '0.5', '--out',
+            str(probe), '--work-dir', str(tmp_path),
+            *toy_options(toy_root, ['train_dataloader.dataset.indices=6']))
+    run_tool('analysis/stage2_probe.py', *args)
+    rows = list(csv.DictReader(open(probe)))
+    assert [int(r['iter']) for r in rows] == [0, 1, 2]
+    first = rows[0]
+    # the new adapter starts at zero: no drift of the uncalibrated instances, and the
+    # weighted feature loss is lambda x the calibrated gap (its scale-relative mean)
+    assert float(first['other_gap']) == 0
+    if int(first['calibrated']):
+        assert abs(float(first['feat_loss']) - 0.5 * float(first['cal_gap'])) < 1e-4
+    assert float(first['grad_task']) > 0
+    # never written over
+    again = run_tool('analysis/stage2_probe.py', *args, check=False)
+    assert again.returncode != 0 and 'exists' in again.stderr
+    assert len(list(csv.DictReader(open(probe)))) == 3
+
 
 def test_embed_2d_tsne_and_pca():
     x = np.random.RandomState(0).randn(40, 8).astype(np.float32)

@@ -5,8 +5,8 @@
 # so LoRA and debLoRA share their first 4 epochs and differ only in stage 2. Usage:
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
 # RUN in: lora reweight reweight_sqrt reweight_en ecm reslt deblora, and the debLoRA
-# ablations deblora_cs (weighting=class_share), deblora_l1 / deblora_l005 / deblora_l0
-# (lambda 1.0 / 0.05 / 0: stage 2 without the feature loss), deblora_imb
+# ablations deblora_cs (weighting=class_share), deblora_l1 / deblora_l02 / deblora_l005 / deblora_l002 /
+# deblora_l0 (lambda 1.0 / 0.2 / 0.05 / 0.02 / 0: stage 2 without the feature loss), deblora_imb
 # (alpha_mode=imbalance), deblora_mid (calibrate middle + tail), deblora_k8 / deblora_k64
 # (K = 8 / 64 clusters), deblora_rerun (the default again).
 # An ablation resumes from the final stage-1 model of the deblora run
@@ -44,6 +44,8 @@ for run in "${RUNS[@]}"; do
     deblora_cs)    set -- "$DEBLORA" "$H.weighting=class_share" ;;
     deblora_l1)    set -- "$DEBLORA" "$H.loss_weight=1.0" ;;
     deblora_l005)  set -- "$DEBLORA" "$H.loss_weight=0.05" ;;
+    deblora_l002)  set -- "$DEBLORA" "$H.loss_weight=0.02" ;;
+    deblora_l02)   set -- "$DEBLORA" "$H.loss_weight=0.2" ;;
     deblora_l0)    set -- "$DEBLORA" "$H.loss_weight=0.0" ;;
     deblora_imb)   set -- "$DEBLORA" "$H.alpha_mode=imbalance" ;;
     deblora_mid)   set -- "$DEBLORA" "$H.calibrate_groups=[middle,tail]" ;;

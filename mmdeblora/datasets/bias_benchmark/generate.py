@@ -161,6 +161,8 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
     fp = settings_fingerprint('source', s)
     path = osp.join(out_dir, 'source')
     if _check_fresh(path, 'source.json', fp, force):
+        if log:
+            log(f'source domain up to date: {path} ({fp})')
         with open(osp.join(path, 'source.json')) as fh:
             return json.load(fh)
     counts = {}
@@ -189,6 +191,8 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
     fp = settings_fingerprint('target', s)
     path = osp.join(out_dir, 'target')
     if _check_fresh(path, 'target.json', fp, force):
+        if log:
+            log(f'target domain up to date: {path} ({fp})')
         with open(osp.join(path, 'target.json')) as fh:
             return json.load(fh)
     counts = target_counts(s)

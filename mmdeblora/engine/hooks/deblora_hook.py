@@ -39,6 +39,16 @@ SUPPORTED = ('DebLoRAFasterRCNN (Oriented R-CNN), DebLoRACascadeRCNN (RoI Transf
 STAGE1_CKPT = 'stage1_final.pth'
 
 
+def hook_options(cfg) -> dict:
+    """The de-biasing and stage-2 options of a config's DebLoRAHook (``{}`` without one),
+    for the tools that run the same step outside the runner."""
+    hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'DebLoRAHook']
+    opts = dict(hooks[0]) if hooks else {}
+    for key in ('type', 'switch_epoch', 'plot', 'plot_max_points', 'save_switch_checkpoint'):
+        opts.pop(key, None)
+    return opts
+
+
 @HOOKS.register_module()
 class DebLoRAHook(Hook):
     """Start debLoRA's de-biasing stage at ``switch_epoch`` (0-based).

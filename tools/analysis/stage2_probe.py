@@ -1,0 +1,125 @@
+"""Probe debLoRA's stage 2 before a long run: which loss part moves the new adapter, and
+does the feature loss shrink or grow?
+
+``.venv/bin/python tools/analysis/stage2_probe.py CONFIG STAGE1_CKPT STATE_DIR``
+
+Loads the stage-1 model (``stage1_final.pth``, saved by DebLoRAHook at the switch) and the
+de-biasing state that the switch wrote (``<work_dir>/deblora``, or ``tools/debias.py
+--out``), enters stage 2 exactly as the hook does, then trains ``--iters`` iterations with
+the config's optimizer wrapper (clipping included) at a constant ``--lr`` (default: the
+config's), no scheduler and no validation. Per iteration it prints and writes to ``--out``
+(csv): the task loss, the weighted feature loss, its two parts divided by the loss scale
+(``cal_gap``: mean gap of the batch's calibrated instances, 1 at the start by design;
+``other_gap``: the drift of the other instances, 0 at the start), the gradient norm of
+each loss on the new adapter's parameters alone (before clipping).
+Why: on the toy data the default lambda of an earlier design let stage 2 diverge only
+after ~30 iterations (docs/deblora.md); this shows it in minutes, per lambda and lr.
+"""
+import argparse
+import csv
+import math
+import os.path as osp
+
+import torch
+
+
+def parse_args() -> argparse.Namespace:
+    from mmdeblora.utils.launch import add_common_args
+    p = argparse.ArgumentParser(description='short stage-2 run with the loss parts logged')
+    p.add_argument('config')
+    p.add_argument('checkpoint', help='the stage-1 model (stage1_final.pth)')
+    p.add_argument('state', help='folder with deblora_state.json/npz')
+    p.add_argument('--iters', type=int, default=100)
+    p.add_argument('--loss-weight', type=float, help='lambda (default: the config\'s)')
+    p.add_argument('--lr', type=float, help='constant lr (default: the config\'s)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', help='csv file (default <work_dir>/stage2_probe.csv); never '
+                   'written over')
+    add_common_args(p)
+    return p.parse_args()
+
+
+def grad_norm(loss: torch.Tensor, params) -> float:
+    if not loss.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float((g.detach() ** 2).sum()) for g in grads if g is not None))
+
+
+def main() -> None:
+    args = parse_args()
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+
+    from mmdeblora.deblora import DebiasState, Stage2Settings, feature_loss
+    from mmdeblora.engine.hooks.deblora_hook import hook_options
+    from mmdeblora.utils.launch import load_config, register_all
+    register_all()
+    cfg = load_config(args)
+    init_default_scope(cfg.get('default_scope', 'mmrotate'))
+    opts = hook_options(cfg)
+    if args.loss_weight is not None:
+        opts['loss_weight'] = args.loss_weight
+    stage2 = Stage2Settings(**{k: v for k, v in opts.items() if k in Stage2Settings.keys()})
+    out = args.out or osp.join(cfg.work_dir, 'stage2_probe.csv')
+    if osp.exists(out):
+        raise FileExistsError(f'{out} exists; give another --out')
+    if args.iters < 1:
+        raise ValueError(f'--iters must be >= 1, got {args.iters}')
+
+    torch.manual_seed(args.seed)
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
+                    logger='current')
+    state = DebiasState.load(args.state)
+    model.enter_debias_stage(state, stage2)
+    model.train()
+    adapter = [p for n, p in model.named_parameters()
+               if p.requires_grad and f'.{stage2.adapter_name}' in n]
+    if not adapter:
+        raise RuntimeError(f'no trainable parameter of adapter {stage2.adapter_name!r}')
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    if args.lr is not None:
+        for group in optim.param_groups:
+            group['lr'] = args.lr
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=args.seed)
+    d = model._debias
+    weight = d['loss_weight'] / d['loss_scale']
+    rows, it = [], 0
+    while it < args.iters:
+        for batch in loader:
+            data = model.data_preprocessor(batch, True)
+            inputs, samples = data['inputs'], data['data_samples']
+            targets = model.debias_targets(inputs, samples)
+            with model.backbone.deterministic_features():
+                feats = model.extract_feat(inputs)
+            task, _ = model.parse_losses(model.debias_task_loss(feats, samples))
+            z, labels = model.debias_features(feats, samples, d['pool'], d['normalize'])
+            cal = d['calibrated'].to(labels.device)[labels.long()]
+            feat = weight * feature_loss(z, targets, cal)
+            gap = ((z - targets) ** 2).sum(1).detach() / d['loss_scale']
+            row = dict(iter=it, task_loss=float(task), feat_loss=float(feat),
+                       cal_gap=float(gap[cal].mean()) if cal.any() else float('nan'),
+                       other_gap=float(gap[~cal].mean()) if (~cal).any() else float('nan'),
+                       calibrated=int(cal.sum()), instances=int(cal.numel()),
+                       grad_task=grad_norm(task, adapter), grad_feat=grad_norm(feat, adapter))
+            optim.update_params(task + feat)
+            rows.append(row)
+            print(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+                           for k, v in row.items()), flush=True)
+            if not math.isfinite(row['task_loss'] + row['feat_loss']):
+                print('non-finite loss: stopped')
+                it = args.iters
+            it += 1
+            if it >= args.iters:
+                break
+    with open(out, 'x', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+    main()
