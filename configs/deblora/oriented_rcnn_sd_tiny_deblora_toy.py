@@ -10,5 +10,5 @@ custom_hooks = [
     dict(type='DebLoRAHook', switch_epoch=4, num_clusters=32,
          kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
          weighting='balanced', alpha_mode='imbalance', alpha_max=0.5, calibrate_groups=['tail'],
-         loss_weight=0.2, pool='avg', normalize=True),
+         loss_weight=0.05, pool='avg', normalize=True),
 ]

@@ -54,7 +54,7 @@ class Stage2Settings:
     adapter_name: str = 'deblora'
     adapter_cfg: Dict[str, Any] = field(default_factory=dict)
     stage1_adapters: Tuple[str, ...] = ('default', )
-    loss_weight: float = 0.2
+    loss_weight: float = 0.05
     loss_normalize: bool = True
     freeze_neck: bool = True
     freeze_backbone_extra: bool = True

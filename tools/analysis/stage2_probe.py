@@ -18,6 +18,7 @@ after ~30 iterations (docs/deblora.md); this shows it in minutes, per lambda and
 import argparse
 import csv
 import math
+import os
 import os.path as osp
 
 import torch
@@ -32,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--iters', type=int, default=100)
     p.add_argument('--loss-weight', type=float, help='lambda (default: the config\'s)')
     p.add_argument('--lr', type=float, help='constant lr (default: the config\'s)')
+    p.add_argument('--adamw', type=float, metavar='LR',
+                   help='AdamW at this lr instead of the config\'s optimizer (clipping kept)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', help='csv file (default <work_dir>/stage2_probe.csv); never '
                    'written over')
@@ -46,13 +49,36 @@ def grad_norm(loss: torch.Tensor, params) -> float:
     return math.sqrt(sum(float((g.detach() ** 2).sum()) for g in grads if g is not None))
 
 
+def probe_step(model, batch, weight: float, adapter) -> dict:
+    """One stage-2 step's loss parts (the model's own stage-2 loss, split up); the
+    total to optimise is returned under ``'_total'``."""
+    from mmdeblora.deblora import feature_loss
+    d = model._debias
+    data = model.data_preprocessor(batch, True)
+    inputs, samples = data['inputs'], data['data_samples']
+    targets = model.debias_targets(inputs, samples)
+    with model.backbone.deterministic_features():
+        feats = model.extract_feat(inputs)
+    task, _ = model.parse_losses(model.debias_task_loss(feats, samples))
+    z, labels = model.debias_features(feats, samples, d['pool'], d['normalize'])
+    cal = d['calibrated'].to(labels.device)[labels.long()]
+    feat = weight * feature_loss(z, targets, cal)
+    gap = ((z - targets) ** 2).sum(1).detach() / d['loss_scale']
+    return dict(cal_gap=float(gap[cal].mean()) if cal.any() else float('nan'),
+                other_gap=float(gap[~cal].mean()) if (~cal).any() else float('nan'),
+                task_loss=float(task), feat_loss=float(feat),
+                calibrated=int(cal.sum()), instances=int(cal.numel()),
+                grad_task=grad_norm(task, adapter), grad_feat=grad_norm(feat, adapter),
+                _total=task + feat)
+
+
 def main() -> None:
     args = parse_args()
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import Runner, load_checkpoint
 
-    from mmdeblora.deblora import DebiasState, Stage2Settings, feature_loss
+    from mmdeblora.deblora import DebiasState, Stage2Settings
     from mmdeblora.engine.hooks.deblora_hook import hook_options
     from mmdeblora.utils.launch import load_config, register_all
     register_all()
@@ -79,6 +105,8 @@ def main() -> None:
                if p.requires_grad and f'.{stage2.adapter_name}' in n]
     if not adapter:
         raise RuntimeError(f'no trainable parameter of adapter {stage2.adapter_name!r}')
+    if args.adamw is not None:
+        cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=args.adamw, weight_decay=1e-4)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     if args.lr is not None:
         for group in optim.param_groups:
@@ -86,38 +114,28 @@ def main() -> None:
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=args.seed)
     d = model._debias
     weight = d['loss_weight'] / d['loss_scale']
-    rows, it = [], 0
-    while it < args.iters:
-        for batch in loader:
-            data = model.data_preprocessor(batch, True)
-            inputs, samples = data['inputs'], data['data_samples']
-            targets = model.debias_targets(inputs, samples)
-            with model.backbone.deterministic_features():
-                feats = model.extract_feat(inputs)
-            task, _ = model.parse_losses(model.debias_task_loss(feats, samples))
-            z, labels = model.debias_features(feats, samples, d['pool'], d['normalize'])
-            cal = d['calibrated'].to(labels.device)[labels.long()]
-            feat = weight * feature_loss(z, targets, cal)
-            gap = ((z - targets) ** 2).sum(1).detach() / d['loss_scale']
-            row = dict(iter=it, task_loss=float(task), feat_loss=float(feat),
-                       cal_gap=float(gap[cal].mean()) if cal.any() else float('nan'),
-                       other_gap=float(gap[~cal].mean()) if (~cal).any() else float('nan'),
-                       calibrated=int(cal.sum()), instances=int(cal.numel()),
-                       grad_task=grad_norm(task, adapter), grad_feat=grad_norm(feat, adapter))
-            optim.update_params(task + feat)
-            rows.append(row)
-            print(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
-                           for k, v in row.items()), flush=True)
-            if not math.isfinite(row['task_loss'] + row['feat_loss']):
-                print('non-finite loss: stopped')
-                it = args.iters
-            it += 1
-            if it >= args.iters:
-                break
-    with open(out, 'x', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    it, writer = 0, None
+    f = open(out, 'x', newline='')  # row by row: an interrupted probe keeps its rows
+    try:
+        while it < args.iters:
+            for batch in loader:
+                row = dict(iter=it, **probe_step(model, batch, weight, adapter))
+                optim.update_params(row.pop('_total'))
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+                f.flush()
+                print(' '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+                               for k, v in row.items()), flush=True)
+                it = it + 1 if math.isfinite(row['task_loss'] + row['feat_loss']) \
+                    else args.iters
+                if it >= args.iters:
+                    break
+    finally:
+        f.close()
+        if writer is None:  # nothing measured: leave no empty file behind
+            os.remove(out)
     print(f'wrote {out}')
 
 

@@ -1,6 +1,6 @@
 """Generate the bias benchmark and pretrain its foundation.
 
-``.venv/bin/python tools/data/make_bias_benchmark.py [OUT] [--bias strong --cue-strength 0.2 ...]``
+``.venv/bin/python tools/data/make_bias_benchmark.py [OUT] [--bias strong --cue-strength 0.05 ...]``
 (docs/classification.md)
 
 1. the balanced source domain (``OUT/source``), 2. the long-tailed target domain

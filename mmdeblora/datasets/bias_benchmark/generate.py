@@ -36,7 +36,7 @@ PARTS = ('source/train', 'source/val', 'target/train', 'target/train_balanced',
 LogFn = Optional[Callable[[str], None]]
 
 SOURCE_DEFAULTS = dict(seed=0, per_class=300, val_per_class=50, img_size=32)
-TARGET_DEFAULTS = dict(seed=0, bias='strong', cue_strength=0.2, stripe_period=4.0,
+TARGET_DEFAULTS = dict(seed=0, bias='strong', cue_strength=0.05, stripe_period=4.0,
                        max_count=1000, imbalance_ratio=100.0, profile='exp',
                        val_per_class=40, test_per_class=100, img_size=128,
                        object_size=[20.0, 30.0], objects_per_image=6.0, noise=8.0)

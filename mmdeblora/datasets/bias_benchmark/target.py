@@ -170,7 +170,7 @@ OWN_SHAPES: Dict[str, DrawFn] = {
 class TargetStyle:
     """How the classes look under one bias setting."""
 
-    def __init__(self, bias: str = 'strong', cue_strength: float = 0.2,
+    def __init__(self, bias: str = 'strong', cue_strength: float = 0.05,
                  stripe_period: float = 4.0):
         if bias not in BIASES:
             raise ValueError(f'bias must be one of {BIASES}, got {bias!r}')
