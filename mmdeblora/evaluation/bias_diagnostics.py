@@ -128,3 +128,36 @@ def head_cluster_share(train_x: Tensor, train_y: Tensor, classes: Sequence[str],
     if not tail.any():
         return float('nan')
     return float(head_major[res.labels[tail]].float().mean())
+
+
+def calibration_sibling_margins(z: Tensor, z_hat: Tensor, y: Tensor, class_centers: Tensor,
+                                classes: Sequence[str],
+                                siblings: Dict[str, str]) -> Dict[str, dict]:
+    """Does the calibration move each tail class away from its sibling, or toward it?
+
+    ``z``: the stage-1 training features the de-biasing step clustered, ``z_hat`` their
+    calibrated targets, ``class_centers`` the de-biased centers h_c. Centroids m_c come
+    from ``z``; every vector is centred on the mean of ``z``. Per tail class c with
+    sibling s: the cosine distance of h_c to m_c and to m_s, and over the instances of c
+    the mean margin cos(v, m_c) - cos(v, m_s) and the share with a positive margin, for
+    v = z (before) and v = z_hat (after). A center nearer the sibling than the class
+    itself pulls the class into its sibling: the margin shrinks.
+    """
+    mean = z.mean(0)
+    cent = F.normalize(torch.nan_to_num(class_centroids(z - mean, y, len(classes))), dim=1)
+    h = F.normalize(class_centers.to(z) - mean, dim=1)
+    out = {}
+    for tail, sib in siblings.items():
+        c, s = classes.index(tail), classes.index(sib)
+        members = y == c
+        if not members.any():
+            continue
+        res = dict(sibling=sib, center_to_own=float(1 - h[c] @ cent[c]),
+                   center_to_sibling=float(1 - h[c] @ cent[s]))
+        for when, v in (('before', z), ('after', z_hat)):
+            v = F.normalize(v[members] - mean, dim=1)
+            margin = v @ cent[c] - v @ cent[s]
+            res[f'margin_{when}'] = float(margin.mean())
+            res[f'own_nearer_{when}'] = float((margin > 0).float().mean())
+        out[tail] = res
+    return out

@@ -127,6 +127,26 @@ def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
     assert not any('.default.' in n for n in trainable)
     assert torch.isfinite(torch.tensor(
         runner.message_hub.get_scalar('train/loss').current()))
+    # where the switch's calibration moved each tail class (tools/analysis/bias_diagnostics)
+    out = str(tmp_path / 'calibration.json')
+    opts = ['model.backbone.pretrained=None']
+    for k in ('train', 'val', 'test'):
+        opts += [f'{k}_dataloader.dataset.data_root={bench}/target/',
+                 f'{k}_dataloader.dataset.cache_dir={bench}/crops']
+    diag = run_tool('analysis/bias_diagnostics.py', osp.join(CFG, 'bias_lora_deblora.py'),
+                    str(tmp_path / 'stage1_final.pth'), '--deblora-state',
+                    str(tmp_path / 'deblora'), '--out', out, '--cfg-options', *opts)
+    assert 'the switch clustered (its logged statistics): yes' in diag.stdout
+    with open(out) as fh:
+        res = json.load(fh)
+    calibrated = [n for n, a in zip(hook.state.class_names, hook.state.alphas) if a > 0]
+    assert sorted(res['per_class']) == sorted(calibrated)
+    assert res['siblings']['helicopter'] == 'plane'
+    for r in res['per_class'].values():
+        assert r['alpha'] > 0 and 0 <= r['own_nearer_after'] <= 1
+        assert r['margin_after'] != r['margin_before']  # calibrated: the targets moved
+    agg = run_tool('analysis/bias_diagnostics.py', '--aggregate', out, out)
+    assert 'h nearer sibling' in agg.stdout
 
 
 @pytest.mark.slow

@@ -62,3 +62,30 @@ def test_head_cluster_share():
     merged = x.clone()
     merged[y == 3] = x[y == 0][:30] + 0.01
     assert bd.head_cluster_share(merged, y, CLASSES, GROUPS, k=4) == pytest.approx(1)
+
+
+def test_calibration_sibling_margins_sign_follows_the_center():
+    from mmdeblora.deblora.calibration import calibrate
+    x, y = _blobs([60, 60, 60, 30], CENTRES, spread=0.5)
+    alphas = torch.tensor([0., 0., 0., 0.5])
+    own = bd.class_centroids(x, y, 4)
+    for center, closer in ((own[0], 'sibling'), (2 * own[3] - own[0], 'own')):
+        centers = own.clone()
+        centers[3] = center  # h_t0 on the sibling's centroid, or beyond its own
+        z_hat = calibrate(x, y, centers, alphas)
+        res = bd.calibration_sibling_margins(x, z_hat, y, centers, CLASSES, {'t0': 'h0'})
+        r = res['t0']
+        assert r['sibling'] == 'h0' and r['margin_before'] > 0
+        if closer == 'sibling':
+            assert r['center_to_sibling'] < r['center_to_own']
+            assert r['margin_after'] < r['margin_before']
+            assert r['own_nearer_after'] <= r['own_nearer_before']
+        else:
+            assert r['center_to_own'] < r['center_to_sibling']
+            assert r['margin_after'] > r['margin_before']
+    # classes without an instance are left out; uncalibrated classes keep their margin
+    res = bd.calibration_sibling_margins(x, x, y, own, CLASSES, {'t0': 'h0', 'm0': 'h1'})
+    assert res['m0']['margin_after'] == pytest.approx(res['m0']['margin_before'])
+    y2 = y.clone()
+    y2[y2 == 3] = 2
+    assert 't0' not in bd.calibration_sibling_margins(x, x, y2, own, CLASSES, {'t0': 'h0'})

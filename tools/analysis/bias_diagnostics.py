@@ -2,6 +2,8 @@
 
 ``python tools/analysis/bias_diagnostics.py CONFIG CHECKPOINT --oracle-checkpoint CKPT``
 ``python tools/analysis/bias_diagnostics.py --aggregate RUN1.json RUN2.json ...`` (mean, sd)
+``python tools/analysis/bias_diagnostics.py CONFIG STAGE1_CKPT --deblora-state DIR`` (where
+the switch's calibration moves each tail class: toward its sibling or away from it)
 
 Both models' features (the pooled vector the linear head reads) are extracted on the
 long-tailed training crops of CONFIG and on its evaluation split (``--split val`` to choose
@@ -14,6 +16,13 @@ an operating point, ``test`` to report). Printed and written as json (``--out``)
 3. mean tail-to-sibling centroid cosine distance (pre-check: model <= oracle / 2);
 4. share of tail instances whose nearest class centroid is a head class;
 5. share of tail training instances in head-majority K-means clusters (K = ``--k``).
+
+With ``--deblora-state`` (a debLoRA run's ``<work_dir>/deblora``, CHECKPOINT its
+``stage1_final.pth``) no oracle is needed: the tool extracts the training features the
+switch clustered (the model's own ``debias_features``, checked against the statistics the
+switch logged), calibrates them with the saved h_c and alpha_c, and reports per tail class
+the distance of h_c to the class's centroid and to its sibling's, and the sibling margin
+before and after calibration (``calibration_sibling_margins``).
 
 Siblings come from the benchmark's ``target.json`` beside the data; without one, each
 tail class is paired with the head / middle class nearest to it in the oracle's features.
@@ -46,6 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--split', choices=['val', 'test'], default='test')
     p.add_argument('--k', type=int, default=32, help='K-means clusters (number 5)')
     p.add_argument('--seed', type=int, default=0, help='K-means seed')
+    p.add_argument('--deblora-state', metavar='DIR',
+                   help="a debLoRA run's <work_dir>/deblora: report where its calibration "
+                   'moves each tail class (CHECKPOINT: the stage1_final.pth beside it)')
     p.add_argument('--out', help='write the numbers to this json file')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='overrides applied to both configs (e.g. data_root)')
@@ -218,10 +230,132 @@ def aggregate(paths) -> str:
     return '\n'.join(rows)
 
 
+@torch.no_grad()
+def debias_features(model, dataset, pool: str, normalize: bool, batch_size: int = 256):
+    """The instance features exactly as the de-biasing step extracts them."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=pseudo_collate)
+    zs, ys = [], []
+    for data in loader:
+        data = model.data_preprocessor(data, False)
+        feats = model.extract_feat(data['inputs'], stage='neck')
+        z, y = model.debias_features(feats, data['data_samples'], pool=pool,
+                                     normalize=normalize)
+        zs.append(z.float())
+        ys.append(y)
+    return torch.cat(zs), torch.cat(ys)
+
+
+def calibration_report(cfg: Config, model, state_dir: str) -> dict:
+    from mmdeblora.deblora.calibration import calibrate
+    from mmdeblora.deblora.state import DebiasState
+    from mmdeblora.deblora.stats import feature_stats
+    from mmdeblora.evaluation import bias_diagnostics as bd
+    if not hasattr(model, 'debias_features'):
+        raise TypeError(f'{type(model).__name__} has no debias_features: --deblora-state '
+                        'needs the debLoRA config of the run (e.g. bias_lora_deblora.py)')
+    state = DebiasState.load(state_dir)
+    train_set = build_split(cfg, 'train_dataloader')
+    classes = list(train_set.metainfo['classes'])
+    if classes != list(state.class_names):
+        raise ValueError(f'{state_dir}: the state was fitted on classes {state.class_names}, '
+                         f'the config has {classes}')
+    z, y = debias_features(model, train_set, state.pool, state.normalize)
+    groups = dict(state.groups)
+    logged = dict(state.stats).get('before', {})
+    again = feature_stats(z, y, classes, groups)
+    same = bool(logged) and all(abs(again[k] - logged[k]) < 1e-4 for k in logged)
+    z_hat = calibrate(z, y, state.class_centers, state.alphas, state.renormalize)
+    siblings = siblings_for(cfg, classes, groups, (z, y))
+    per_class = bd.calibration_sibling_margins(z, z_hat, y, state.class_centers, classes,
+                                               siblings)
+    for name, r in per_class.items():
+        r['alpha'] = float(state.alphas[classes.index(name)])
+    calibrated = [n for n in state.calibrated_names if n in per_class]
+    summary = {k: sum(per_class[n][k] for n in calibrated) / max(len(calibrated), 1)
+               for k in ('center_to_own', 'center_to_sibling', 'margin_before',
+                         'margin_after', 'own_nearer_before', 'own_nearer_after')}
+    summary['centers_nearer_sibling'] = sum(
+        per_class[n]['center_to_sibling'] < per_class[n]['center_to_own'] for n in calibrated)
+    summary['calibrated_classes'] = len(calibrated)
+    return dict(kind='calibration', classes=classes, siblings=siblings,
+                features_match_switch=same, per_class=per_class, summary=summary)
+
+
+def format_calibration(res: dict) -> str:
+    rows = ['calibration against the sibling (training features of the switch; margin = '
+            'cos to own centroid - cos to sibling centroid)',
+            f"{'tail class':<20}{'sibling':<16}{'alpha':>6}{'h-own':>8}{'h-sib':>8}"
+            f"{'margin before':>15}{'after':>8}{'own nearer before':>19}{'after':>8}"]
+    for name, r in res['per_class'].items():
+        rows.append(f"{name:<20}{r['sibling']:<16}{r['alpha']:>6.2f}"
+                    f"{r['center_to_own']:>8.4f}{r['center_to_sibling']:>8.4f}"
+                    f"{r['margin_before']:>15.4f}{r['margin_after']:>8.4f}"
+                    f"{r['own_nearer_before']:>19.3f}{r['own_nearer_after']:>8.3f}")
+    s = res['summary']
+    rows.append(f"calibrated classes whose h_c is nearer the sibling than their own centroid: "
+                f"{s['centers_nearer_sibling']} of {s['calibrated_classes']}")
+    rows.append(f"mean margin {s['margin_before']:.4f} -> {s['margin_after']:.4f}; own "
+                f"centroid nearer {s['own_nearer_before']:.3f} -> {s['own_nearer_after']:.3f}")
+    rows.append('features equal those the switch clustered (its logged statistics): '
+                + ('yes' if res['features_match_switch'] else
+                   'NO: another checkpoint, config or data than the run used'))
+    return '\n'.join(rows)
+
+
+def aggregate_calibration(runs) -> str:
+    import numpy as np
+
+    def stat(values):
+        v = np.array(values, dtype=float)
+        sd = v.std(ddof=1) if len(v) > 1 else float('nan')
+        return f'{v.mean():.4f} +- {sd:.4f}'
+
+    def change(rs, key):
+        before, after = [r[key + '_before'] for r in rs], [r[key + '_after'] for r in rs]
+        return f'{stat(before)} -> {stat(after)}'
+
+    rows = [f'{len(runs)} runs (calibration against the sibling), mean +- sd']
+    for name in runs[0]['per_class']:
+        rs = [r['per_class'][name] for r in runs if name in r['per_class']]
+        nearer = sum(r['center_to_sibling'] < r['center_to_own'] for r in rs)
+        rows.append(f"{name:<20} h nearer sibling in {nearer}/{len(rs)}; margin "
+                    f"{change(rs, 'margin')}; own nearer {change(rs, 'own_nearer')}")
+    s = [r['summary'] for r in runs]
+    rows.append(f"all calibrated: h nearer sibling {stat([x['centers_nearer_sibling'] for x in s])}"
+                f" of {s[0]['calibrated_classes']}; margin {change(s, 'margin')}; own nearer "
+                f"{change(s, 'own_nearer')}")
+    return '\n'.join(rows)
+
+
 def main() -> None:
     args = parse_args()
     if args.aggregate:
-        print(aggregate(args.aggregate))
+        runs = []
+        for path in args.aggregate:
+            with open(path) as fh:
+                runs.append(json.load(fh))
+        kinds = {r.get('kind', 'prechecks') for r in runs}
+        if len(kinds) > 1:
+            raise SystemExit(f'--aggregate: the files mix kinds {sorted(kinds)}')
+        print(aggregate_calibration(runs) if kinds == {'calibration'}
+              else aggregate(args.aggregate))
+        return
+    if args.deblora_state:
+        if not (args.config and args.checkpoint):
+            raise SystemExit('--deblora-state needs CONFIG and CHECKPOINT (stage1_final.pth)')
+        for path in (args.checkpoint, osp.join(args.deblora_state, 'deblora_state.json')):
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'{path!r} does not exist')
+        register_all()
+        cfg = load_cfg(args.config, args.cfg_options)
+        res = calibration_report(cfg, load_model(cfg, args.checkpoint), args.deblora_state)
+        res.update(config=args.config, checkpoint=args.checkpoint,
+                   deblora_state=args.deblora_state)
+        print(format_calibration(res))
+        if args.out:
+            with open(args.out, 'w') as fh:
+                json.dump(res, fh, indent=2)
         return
     if not (args.config and args.checkpoint and args.oracle_checkpoint):
         raise SystemExit('need CONFIG, CHECKPOINT and --oracle-checkpoint (or --aggregate)')
