@@ -30,6 +30,14 @@ def _dataset_paths(cfg: Config, loader: str) -> Iterator[Tuple[str, str]]:
         img = (d.get('data_prefix') or {}).get('img_path')
         if img:
             yield f'{key}.data_root / data_prefix.img_path', osp.join(root, img)
+        folders = d.get('folders')
+        if isinstance(folders, dict) and folders:  # DOTACropDataset: DOTA-format folders
+            split = d.get('split', 'train')
+            name = folders.get(split) or folders.get('train')  # no 'val': part of train
+            if name:
+                for sub in ('annfiles', 'images'):
+                    yield (f'{key}.data_root / folders.{split}',
+                           osp.join(root, name, sub))
 
 
 def _weight_paths(node, key: str = 'model') -> Iterator[Tuple[str, str]]:

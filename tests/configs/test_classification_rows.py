@@ -147,6 +147,18 @@ def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
         assert r['margin_after'] != r['margin_before']  # calibrated: the targets moved
     agg = run_tool('analysis/bias_diagnostics.py', '--aggregate', out, out)
     assert 'h nearer sibling' in agg.stdout
+    # a stage-2 checkpoint is diagnosed with its adapters (as tools/test.py loads it)
+    runner.save_checkpoint(str(tmp_path), 'stage2.pth')
+    stage2 = str(tmp_path / 'stage2.pth')
+    out2 = str(tmp_path / 'diag_stage2.json')
+    run_tool('analysis/bias_diagnostics.py', osp.join(CFG, 'bias_lora_deblora.py'), stage2,
+             '--oracle-checkpoint', stage2, '--oracle-config',
+             osp.join(CFG, 'bias_lora_deblora.py'), '--k', '4', '--out', out2,
+             '--cfg-options', *opts)
+    with open(out2) as fh:
+        res2 = json.load(fh)
+    assert res2['prechecks']['1_tail_f1_gap'] == pytest.approx(0)
+    assert set(res2['model']['distances']) == {'head_tail', 'tail_tail', 'intra_tail'}
 
 
 @pytest.mark.slow

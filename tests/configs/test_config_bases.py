@@ -78,6 +78,11 @@ def test_toy_data_beside_another_detector(tmp_path, toy_root, detector, head):
 @pytest.mark.parametrize('name', DOTA_CONFIGS)
 def test_dota_configs_validate_on_the_labelled_val_split(name):
     cfg = _cfg(name)
+    if name.startswith('classification/'):  # object crops: DOTA train -> train / val,
+        for split in ('train', 'val', 'test'):  # DOTA val -> test, never val = test
+            ds = cfg[f'{split}_dataloader'].dataset
+            assert ds.folders == dict(train='train', test='val') and ds.split == split
+        return
     assert cfg.train_dataloader.dataset.ann_file == 'train/annfiles/'
     assert cfg.val_dataloader.dataset.ann_file == 'val/annfiles/'
     assert cfg.val_dataloader.dataset.data_prefix.img_path == 'val/images/'

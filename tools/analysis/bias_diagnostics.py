@@ -15,7 +15,13 @@ an operating point, ``test`` to report). Printed and written as json (``--out``)
    bias is in the classifier, not the representation);
 3. mean tail-to-sibling centroid cosine distance (pre-check: model <= oracle / 2);
 4. share of tail instances whose nearest class centroid is a head class;
-5. share of tail training instances in head-majority K-means clusters (K = ``--k``).
+5. share of tail training instances in head-majority K-means clusters (K = ``--k``);
+6. the paper's feature table on the evaluation split: head-tail and tail-tail centroid
+   distances, tail intra-class distance (``mmdeblora.deblora.stats.feature_stats``).
+
+CHECKPOINT may be a stage-2 debLoRA checkpoint (CONFIG its debLoRA config): the model
+enters stage 2 from the state stored in it, as ``tools/test.py`` does, so the numbers
+after stage 2 sit beside LoRA's.
 
 With ``--deblora-state`` (a debLoRA run's ``<work_dir>/deblora``, CHECKPOINT its
 ``stage1_final.pth``) no oracle is needed: the tool extracts the training features the
@@ -83,6 +89,15 @@ def load_model(cfg: Config, checkpoint: str):
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         model = MODELS.build(model_cfg)
     ckpt = load_checkpoint_file(checkpoint)
+    info = ckpt.get('deblora') if isinstance(ckpt, dict) else None
+    if info and info.get('stage', 1) == 2:  # a stage-2 model: its adapters, as tools/test.py
+        from mmdeblora.deblora import Stage2Settings
+        from mmdeblora.deblora.state import DebiasState
+        from mmdeblora.engine.hooks.deblora_hook import hook_options
+        opts = hook_options(cfg)
+        stage2 = Stage2Settings(**{k: v for k, v in opts.items()
+                                   if k in Stage2Settings.keys()})
+        model.enter_debias_stage(DebiasState.from_dict(info['state']), stage2)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -128,6 +143,7 @@ def siblings_for(cfg: Config, classes, groups, oracle_eval) -> dict:
 
 
 def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) -> dict:
+    from mmdeblora.deblora.stats import feature_stats
     from mmdeblora.evaluation import bias_diagnostics as bd
     train_set = build_split(model_cfg, 'train_dataloader')
     eval_set = build_split(model_cfg, f'{split}_dataloader')
@@ -148,6 +164,8 @@ def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) ->
             sibling_distance_per_class=dist,
             nearest_centroid_head_share=bd.nearest_centroid_head_share(
                 tx, ty, ex, ey, classes, groups),
+            distances=feature_stats(torch.nn.functional.normalize(ex, dim=1), ey, classes,
+                                    groups),
             head_cluster_share=bd.head_cluster_share(tx, ty, classes, groups, k, seed))
     m, o = out['model'], out['oracle']
     out['prechecks'] = {
@@ -179,6 +197,8 @@ def format_report(res: dict) -> str:
         o['nearest_centroid_head_share'], '{:>10.3f}')
     row('tail train in head-majority clusters', m['head_cluster_share'],
         o['head_cluster_share'], '{:>10.3f}')
+    for key, label in DISTANCES:
+        row(label, m['distances'][key], o['distances'][key], '{:>10.4f}')
     p, ok = res['prechecks'], res['passed']
     rows.append(f"pre-check 1 (tail F1 gap >= 15): {p['1_tail_f1_gap']:.2f} "
                 f"{'PASS' if ok['1'] else 'fail'}")
@@ -196,6 +216,11 @@ NUMBERS = [('own classifier tail macro-F1', ('own', 'tail_f1')),
            ('tail-sibling centroid cosine distance', ('sibling_distance', )),
            ('tail nearest centroid is head (share)', ('nearest_centroid_head_share', )),
            ('tail train in head-majority clusters', ('head_cluster_share', ))]
+# the paper's feature table (cosine distances of class centroids, evaluation split)
+DISTANCES = [('head_tail', 'head-tail inter-class distance'),
+             ('tail_tail', 'tail-tail inter-class distance'),
+             ('intra_tail', 'tail intra-class distance')]
+NUMBERS += [(label, ('distances', key)) for key, label in DISTANCES]
 
 
 def aggregate(paths) -> str:
@@ -220,7 +245,7 @@ def aggregate(paths) -> str:
             for r in runs:
                 v = r[side]
                 for k in keys:
-                    v = v[k]
+                    v = v.get(k, float('nan')) if isinstance(v, dict) else v
                 vals[side].append(v)
         rows.append(f'{label:<40}{stat(vals["model"]):>20}{stat(vals["oracle"]):>20}')
     for key in runs[0]['prechecks']:

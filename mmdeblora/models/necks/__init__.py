@@ -1,0 +1,3 @@
+from .level_pooling import LevelPooling
+
+__all__ = ['LevelPooling']
