@@ -14,7 +14,17 @@ DEFAULT_SCOPE = 'mmpretrain'  # set around each test by tests/conftest.py
 C = 5
 
 
-def model_cfg(kind='DebLoRAImageClassifier'):
+DIMS = dict(resnet=64, vit=192)
+
+
+def model_cfg(kind='DebLoRAImageClassifier', arch='resnet'):
+    if arch == 'vit':  # mmpretrain's ViT, LoRA on the attention projections, cls token
+        return dict(
+            type=kind,
+            backbone=dict(type='LoRABackbone', rank=4, alpha=4, target_modules=['qkv', 'proj'],
+                          backbone=dict(type='VisionTransformer', arch='deit-tiny',
+                                        img_size=32, patch_size=16, out_type='cls_token')),
+            head=dict(type='LinearClsHead', num_classes=C, in_channels=DIMS['vit']))
     return dict(
         type=kind,
         backbone=dict(type='LoRABackbone', rank=4, alpha=4, target_modules=['conv1', 'conv2'],
@@ -22,12 +32,12 @@ def model_cfg(kind='DebLoRAImageClassifier'):
                                     base_channels=8, out_indices=(3, )),
                       trainable_extra=[r'.*bn\d?\.(weight|bias)']),
         neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=C, in_channels=64))
+        head=dict(type='LinearClsHead', num_classes=C, in_channels=DIMS['resnet']))
 
 
-def build(kind='DebLoRAImageClassifier'):
+def build(kind='DebLoRAImageClassifier', arch='resnet'):
     torch.manual_seed(0)
-    m = MODELS.build(model_cfg(kind))
+    m = MODELS.build(model_cfg(kind, arch))
     m.init_weights()
     with torch.no_grad():
         for n, p in m.backbone.named_parameters():
@@ -43,17 +53,18 @@ def batch():
     return x, samples
 
 
-def state(alphas):
+def state(alphas, dim=64):
     g = torch.Generator().manual_seed(1)
-    h = torch.nn.functional.normalize(torch.randn(C, 64, generator=g), dim=1) * 0.5
+    h = torch.nn.functional.normalize(torch.randn(C, dim, generator=g), dim=1) * 0.5
     return DebiasState(centers=h, counts=torch.ones(C, C, dtype=torch.long), class_centers=h,
                        alphas=alphas, calibrated=alphas > 0,
                        class_names=[str(i) for i in range(C)])
 
 
-def test_image_classifier_before_and_after_debias():
-    m = build()
-    plain = build('ImageClassifier')
+@pytest.mark.parametrize('arch', ['resnet', 'vit'])
+def test_image_classifier_before_and_after_debias(arch):
+    m = build(arch=arch)
+    plain = build('ImageClassifier', arch)
     assert isinstance(m, DebiasModel) and not isinstance(plain, DebiasModel)
     x, samples = batch()
     assert torch.equal(m.loss(x, copy.deepcopy(samples))['loss'],
@@ -61,11 +72,11 @@ def test_image_classifier_before_and_after_debias():
     m.eval()
     with torch.no_grad():
         z, y = m.instance_features(x, samples)
-    assert z.shape == (4, 64) and y.tolist() == [0, 1, 2, 3]
+    assert z.shape == (4, DIMS[arch]) and y.tolist() == [0, 1, 2, 3]
     assert torch.allclose(z.norm(dim=1), torch.ones(4))
     m.train()
     alphas = torch.tensor([0, 0, 0, 0.5, 0.5])
-    st = state(alphas)
+    st = state(alphas, DIMS[arch])
     m.enter_debias_stage(st, Stage2Settings(loss_weight=1.0, loss_normalize=False))
     m.train()
     with torch.no_grad():  # stage-1 path in eval mode: the target pass equals extraction
