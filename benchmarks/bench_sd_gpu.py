@@ -162,13 +162,12 @@ def run_variant(args: argparse.Namespace) -> dict:
     if name != 'deblora':
         return out
 
-    from mmdeblora.deblora import Stage2Settings
-    from mmdeblora.engine import DebiasSettings, build_extraction_loader, debias_model
+    from mmdeblora.engine import build_extraction_loader, debias_model
+    from mmdeblora.engine.hooks.deblora_hook import split_options
     hook = dict(next(h for h in cfg.custom_hooks if h['type'] == 'DebLoRAHook'))
     if args.calibrate_groups:
         hook['calibrate_groups'] = args.calibrate_groups
-    settings = DebiasSettings(**{k: hook[k] for k in DebiasSettings.keys() if k in hook})
-    stage2 = Stage2Settings(**{k: hook[k] for k in Stage2Settings.keys() if k in hook})
+    settings, stage2 = split_options(hook)
     train_images = len(loader.dataset)
     if args.debias_images and args.debias_images < train_images:
         cfg.train_dataloader.dataset.indices = args.debias_images  # a sample, timed

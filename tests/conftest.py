@@ -50,6 +50,17 @@ def _default_scope(request):
 
 
 @pytest.fixture(scope='session')
+def bias_target(tmp_path_factory) -> str:
+    """A tiny generated bias benchmark, target domain only (``<root>/target/``; 96 px
+    scenes, 24 instances in the largest class, 2 val / test crops per class)."""
+    from mmdeblora.datasets.bias_benchmark import make_bias_target
+    root = str(tmp_path_factory.mktemp('bias_target'))
+    make_bias_target(root, max_count=24, imbalance_ratio=8, val_per_class=2,
+                     test_per_class=2, img_size=96, log=None)
+    return root
+
+
+@pytest.fixture(scope='session')
 def toy_root(tmp_path_factory) -> str:
     """A small generated toy DOTA (256 px images, 40 instances in the largest class)."""
     root = str(tmp_path_factory.mktemp('toy_dota'))

@@ -35,18 +35,14 @@ def main() -> None:
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
 
-    from mmdeblora.deblora import Stage2Settings
-    from mmdeblora.engine import DebiasSettings, build_extraction_loader, debias_model
+    from mmdeblora.engine import build_extraction_loader, debias_model
     from mmdeblora.engine.debias_report import log_result, save_result
-    from mmdeblora.engine.hooks.deblora_hook import hook_options
+    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
     from mmdeblora.utils.launch import load_config, register_all
     register_all()
     cfg = load_config(args)
     init_default_scope(cfg.get('default_scope', 'mmrotate'))
-    opts = hook_options(cfg)
-    settings = DebiasSettings(**{k: v for k, v in opts.items()
-                                 if k in DebiasSettings.keys()}, where='DebLoRAHook')
-    stage2 = Stage2Settings(**{k: v for k, v in opts.items() if k in Stage2Settings.keys()})
+    settings, stage2 = split_options(hook_options(cfg))
     model = MODELS.build(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                     logger='current')

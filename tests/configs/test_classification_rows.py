@@ -25,15 +25,6 @@ def load(name: str) -> Config:
     return Config.fromfile(osp.join(CFG, name + '.py'))
 
 
-@pytest.fixture(scope='module')
-def bench(tmp_path_factory):
-    from mmdeblora.datasets.bias_benchmark import make_bias_target
-    root = str(tmp_path_factory.mktemp('bias_rows'))
-    make_bias_target(root, max_count=24, imbalance_ratio=8, val_per_class=2,
-                     test_per_class=2, img_size=96, log=None)
-    return root
-
-
 @pytest.mark.parametrize('row', ROWS)
 def test_row_keeps_the_lora_rows_schedule_and_data(row):
     lora, cfg = load('bias_lora').to_dict(), load(row).to_dict()
@@ -76,9 +67,9 @@ def tiny(row: str, root: str, work_dir: str, extra=None) -> Config:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('row', ROWS)
-def test_row_builds_and_trains_one_iteration(row, bench, tmp_path):
+def test_row_builds_and_trains_one_iteration(row, bias_target, tmp_path):
     register_all()
-    runner = build_runner(tiny(row, bench, str(tmp_path)))
+    runner = build_runner(tiny(row, bias_target, str(tmp_path)))
     runner.train()
     model = runner.model
     with open(tmp_path / 'trainable_params.json') as fh:
@@ -114,9 +105,9 @@ def test_row_builds_and_trains_one_iteration(row, bench, tmp_path):
 
 
 @pytest.mark.slow
-def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
+def test_lambda0_control_runs_stage2_without_the_feature_loss(bias_target, tmp_path):
     register_all()
-    cfg = tiny('bias_lora_deblora', bench, str(tmp_path), {'custom_hooks.1.loss_weight': 0})
+    cfg = tiny('bias_lora_deblora', bias_target, str(tmp_path), {'custom_hooks.1.loss_weight': 0})
     runner = build_runner(cfg)
     runner.train()
     hook = next(h for h in runner.hooks if type(h).__name__ == 'DebLoRAHook')
@@ -131,8 +122,8 @@ def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
     out = str(tmp_path / 'calibration.json')
     opts = ['model.backbone.pretrained=None']
     for k in ('train', 'val', 'test'):
-        opts += [f'{k}_dataloader.dataset.data_root={bench}/target/',
-                 f'{k}_dataloader.dataset.cache_dir={bench}/crops']
+        opts += [f'{k}_dataloader.dataset.data_root={bias_target}/target/',
+                 f'{k}_dataloader.dataset.cache_dir={bias_target}/crops']
     diag = run_tool('analysis/bias_diagnostics.py', osp.join(CFG, 'bias_lora_deblora.py'),
                     str(tmp_path / 'stage1_final.pth'), '--deblora-state',
                     str(tmp_path / 'deblora'), '--out', out, '--cfg-options', *opts)
@@ -162,7 +153,7 @@ def test_lambda0_control_runs_stage2_without_the_feature_loss(bench, tmp_path):
 
 
 @pytest.mark.slow
-def test_clora_deblora_with_the_train_and_test_tools(bench, tmp_path):
+def test_clora_deblora_with_the_train_and_test_tools(bias_target, tmp_path):
     """tools/train.py through the switch, then tools/test.py on the stage-2 checkpoint
     (re-enters stage 2 from the checkpoint; the class-to-route map comes with it)."""
     cfg = osp.join(CFG, 'bias_clora_deblora.py')
@@ -171,8 +162,8 @@ def test_clora_deblora_with_the_train_and_test_tools(bench, tmp_path):
             'custom_hooks.1.switch_epoch=1', 'custom_hooks.1.num_clusters=4',
             'custom_hooks.1.plot=None']
     for k in ('train', 'val', 'test'):
-        opts += [f'{k}_dataloader.dataset.data_root={bench}/target/',
-                 f'{k}_dataloader.dataset.cache_dir={bench}/crops']
+        opts += [f'{k}_dataloader.dataset.data_root={bias_target}/target/',
+                 f'{k}_dataloader.dataset.cache_dir={bias_target}/crops']
     wd = str(tmp_path)
     train = run_tool('train.py', cfg, '--work-dir', wd, *opts)
     assert "adapters ['clora_head', 'clora_middle', 'clora_tail', 'deblora'] active" \

@@ -41,11 +41,8 @@ def test_missing_weights_and_data_stop_before_anything_is_built(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_sd_deblora_crop_config_through_the_switch_and_test(tmp_path):
-    from mmdeblora.datasets.bias_benchmark import make_bias_target
-    root = str(tmp_path / 'bench')
-    make_bias_target(root, max_count=24, imbalance_ratio=8, val_per_class=2,
-                     test_per_class=2, img_size=96, log=None)
+def test_sd_deblora_crop_config_through_the_switch_and_test(bias_target, tmp_path):
+    root = bias_target
     register_all()
     cfg = Config.fromfile(osp.join(CFG, 'sd_lora_deblora_dota.py'))
     tiny = dict(Config.fromfile(SD_TINY).sd_unet_tiny, test_noise_draws=2)

@@ -25,10 +25,10 @@ after stage 2 sit beside LoRA's.
 
 With ``--deblora-state`` (a debLoRA run's ``<work_dir>/deblora``, CHECKPOINT its
 ``stage1_final.pth``) no oracle is needed: the tool extracts the training features the
-switch clustered (the model's own ``debias_features``, checked against the statistics the
-switch logged), calibrates them with the saved h_c and alpha_c, and reports per tail class
-the distance of h_c to the class's centroid and to its sibling's, and the sibling margin
-before and after calibration (``calibration_sibling_margins``).
+switch clustered (its own extraction loader and ``extract_features``, checked against the
+statistics the switch logged), calibrates them with the saved h_c and alpha_c, and
+reports per tail class the distance of h_c to the class's centroid and to its sibling's,
+and the sibling margin before and after calibration (``calibration_sibling_margins``).
 
 Siblings come from the benchmark's ``target.json`` beside the data; without one, each
 tail class is paired with the head / middle class nearest to it in the oracle's features.
@@ -91,12 +91,9 @@ def load_model(cfg: Config, checkpoint: str):
     ckpt = load_checkpoint_file(checkpoint)
     info = ckpt.get('deblora') if isinstance(ckpt, dict) else None
     if info and info.get('stage', 1) == 2:  # a stage-2 model: its adapters, as tools/test.py
-        from mmdeblora.deblora import Stage2Settings
         from mmdeblora.deblora.state import DebiasState
-        from mmdeblora.engine.hooks.deblora_hook import hook_options
-        opts = hook_options(cfg)
-        stage2 = Stage2Settings(**{k: v for k, v in opts.items()
-                                   if k in Stage2Settings.keys()})
+        from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
+        _, stage2 = split_options(hook_options(cfg))
         model.enter_debias_stage(DebiasState.from_dict(info['state']), stage2)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     model.load_state_dict(state, strict=True)
@@ -223,19 +220,15 @@ DISTANCES = [('head_tail', 'head-tail inter-class distance'),
 NUMBERS += [(label, ('distances', key)) for key, label in DISTANCES]
 
 
-def aggregate(paths) -> str:
-    """Mean and sample sd over runs of every number and pre-check."""
+def mean_sd(values, fmt: str = '{:8.3f} +- {:6.3f}') -> str:
+    """Mean and sample sd (NaN for one value) of a list of numbers, formatted."""
     import numpy as np
-    runs = []
-    for path in paths:
-        with open(path) as fh:
-            runs.append(json.load(fh))
+    v = np.array(values, dtype=float)
+    return fmt.format(v.mean(), v.std(ddof=1) if len(v) > 1 else float('nan'))
 
-    def stat(values):
-        v = np.array(values, dtype=float)
-        sd = v.std(ddof=1) if len(v) > 1 else float('nan')
-        return f'{v.mean():8.3f} +- {sd:6.3f}'
 
+def aggregate(runs) -> str:
+    """Mean and sample sd over runs (loaded --out files) of every number and pre-check."""
     rows = [f'{len(runs)} runs, split {sorted({r["split"] for r in runs})}',
             f"{'':<40}{'model':>20}{'oracle':>20}"]
     for label, keys in NUMBERS:
@@ -247,45 +240,34 @@ def aggregate(paths) -> str:
                 for k in keys:
                     v = v.get(k, float('nan')) if isinstance(v, dict) else v
                 vals[side].append(v)
-        rows.append(f'{label:<40}{stat(vals["model"]):>20}{stat(vals["oracle"]):>20}')
+        rows.append(f'{label:<40}{mean_sd(vals["model"]):>20}{mean_sd(vals["oracle"]):>20}')
     for key in runs[0]['prechecks']:
         passed = sum(r['passed'][key[0]] for r in runs)
-        rows.append(f"pre-check {key:<34}{stat([r['prechecks'][key] for r in runs]):>20}"
+        rows.append(f"pre-check {key:<34}{mean_sd([r['prechecks'][key] for r in runs]):>20}"
                     f'   passed in {passed}/{len(runs)}')
     return '\n'.join(rows)
-
-
-@torch.no_grad()
-def debias_features(model, dataset, pool: str, normalize: bool, batch_size: int = 256):
-    """The instance features exactly as the de-biasing step extracts them."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         collate_fn=pseudo_collate)
-    zs, ys = [], []
-    for data in loader:
-        data = model.data_preprocessor(data, False)
-        feats = model.extract_feat(data['inputs'], stage='neck')
-        z, y = model.debias_features(feats, data['data_samples'], pool=pool,
-                                     normalize=normalize)
-        zs.append(z.float())
-        ys.append(y)
-    return torch.cat(zs), torch.cat(ys)
 
 
 def calibration_report(cfg: Config, model, state_dir: str) -> dict:
     from mmdeblora.deblora.calibration import calibrate
     from mmdeblora.deblora.state import DebiasState
     from mmdeblora.deblora.stats import feature_stats
+    from mmdeblora.engine import build_extraction_loader, extract_features
+    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
     from mmdeblora.evaluation import bias_diagnostics as bd
-    if not hasattr(model, 'debias_features'):
-        raise TypeError(f'{type(model).__name__} has no debias_features: --deblora-state '
+    if not hasattr(model, 'instance_features'):
+        raise TypeError(f'{type(model).__name__} has no instance_features: --deblora-state '
                         'needs the debLoRA config of the run (e.g. bias_lora_deblora.py)')
     state = DebiasState.load(state_dir)
-    train_set = build_split(cfg, 'train_dataloader')
-    classes = list(train_set.metainfo['classes'])
+    settings, _ = split_options(hook_options(cfg))
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        loader = build_extraction_loader(cfg, settings)  # the switch's own extraction
+    classes = list(loader.dataset.metainfo['classes'])
     if classes != list(state.class_names):
         raise ValueError(f'{state_dir}: the state was fitted on classes {state.class_names}, '
                          f'the config has {classes}')
-    z, y = debias_features(model, train_set, state.pool, state.normalize)
+    z, y = extract_features(model, loader, pool=state.pool, normalize=state.normalize,
+                            progress=False)
     groups = dict(state.groups)
     logged = dict(state.stats).get('before', {})
     again = feature_stats(z, y, classes, groups)
@@ -329,12 +311,8 @@ def format_calibration(res: dict) -> str:
 
 
 def aggregate_calibration(runs) -> str:
-    import numpy as np
-
     def stat(values):
-        v = np.array(values, dtype=float)
-        sd = v.std(ddof=1) if len(v) > 1 else float('nan')
-        return f'{v.mean():.4f} +- {sd:.4f}'
+        return mean_sd(values, '{:.4f} +- {:.4f}')
 
     def change(rs, key):
         before, after = [r[key + '_before'] for r in rs], [r[key + '_after'] for r in rs]
@@ -363,8 +341,7 @@ def main() -> None:
         kinds = {r.get('kind', 'prechecks') for r in runs}
         if len(kinds) > 1:
             raise SystemExit(f'--aggregate: the files mix kinds {sorted(kinds)}')
-        print(aggregate_calibration(runs) if kinds == {'calibration'}
-              else aggregate(args.aggregate))
+        print(aggregate_calibration(runs) if kinds == {'calibration'} else aggregate(runs))
         return
     if args.deblora_state:
         if not (args.config and args.checkpoint):

@@ -78,8 +78,8 @@ def main() -> None:
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import Runner, load_checkpoint
 
-    from mmdeblora.deblora import DebiasState, Stage2Settings
-    from mmdeblora.engine.hooks.deblora_hook import hook_options
+    from mmdeblora.deblora import DebiasState
+    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
     from mmdeblora.utils.launch import load_config, register_all
     register_all()
     cfg = load_config(args)
@@ -87,7 +87,7 @@ def main() -> None:
     opts = hook_options(cfg)
     if args.loss_weight is not None:
         opts['loss_weight'] = args.loss_weight
-    stage2 = Stage2Settings(**{k: v for k, v in opts.items() if k in Stage2Settings.keys()})
+    _, stage2 = split_options(opts)
     out = args.out or osp.join(cfg.work_dir, 'stage2_probe.csv')
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; give another --out')

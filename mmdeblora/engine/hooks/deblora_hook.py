@@ -17,7 +17,7 @@ state load into the new adapter and groups; nothing is re-clustered.
 """
 import os
 import os.path as osp
-from typing import Optional
+from typing import Optional, Tuple
 
 from mmengine import dist
 from mmengine.hooks import Hook
@@ -49,6 +49,13 @@ def hook_options(cfg) -> dict:
     return opts
 
 
+def split_options(options: dict) -> Tuple[DebiasSettings, Stage2Settings]:
+    """DebLoRAHook options -> the de-biasing step's settings and the stage-2 settings
+    (each checked on creation); what neither knows is left out."""
+    return (DebiasSettings(**{k: options[k] for k in DebiasSettings.keys() if k in options}),
+            Stage2Settings(**{k: options[k] for k in Stage2Settings.keys() if k in options}))
+
+
 @HOOKS.register_module()
 class DebLoRAHook(Hook):
     """Start debLoRA's de-biasing stage at ``switch_epoch`` (0-based).
@@ -78,10 +85,7 @@ class DebLoRAHook(Hook):
         check_number(plot_max_points, 'DebLoRAHook.plot_max_points', 1, integer=True)
         check_bool(save_switch_checkpoint, 'DebLoRAHook.save_switch_checkpoint')
         check_keys(options, DebiasSettings.keys() + Stage2Settings.keys(), 'DebLoRAHook')
-        self.settings = DebiasSettings(**{k: options[k] for k in DebiasSettings.keys()
-                                          if k in options})
-        self.stage2 = Stage2Settings(**{k: options[k] for k in Stage2Settings.keys()
-                                        if k in options})
+        self.settings, self.stage2 = split_options(options)
         self.switch_epoch, self.plot = switch_epoch, plot
         self.plot_max_points = plot_max_points
         self.save_switch_checkpoint = save_switch_checkpoint
