@@ -27,8 +27,8 @@ def toy_fractions(data_root: str, work_dir: str) -> None:
 
     from mmdeblora.deblora import calibrate, kmeans
     from mmdeblora.engine import DebiasSettings, build_extraction_loader, extract_features
-    from mmdeblora.utils.launch import register_all
-    register_all()
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'deblora',
                                    'oriented_rcnn_r18_deblora_toy.py'))
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -36,6 +36,7 @@ def toy_fractions(data_root: str, work_dir: str) -> None:
         cfg[key].num_workers, cfg[key].persistent_workers = 0, False
     cfg.train_cfg.max_epochs, cfg.train_cfg.val_interval = 1, 100
     cfg.default_hooks.checkpoint.interval = 100
+    cfg.model.backbone.pretrained = None  # random weights: no toy foundation needed for a time
     opts = {k: v for k, v in cfg.custom_hooks[0].items() if k in DebiasSettings.keys()}
     settings = DebiasSettings(**opts)
     cfg.custom_hooks = []

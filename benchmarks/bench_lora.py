@@ -60,8 +60,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     from mmengine.registry import init_default_scope
     from mmrotate.registry import MODELS
 
-    from mmdeblora.utils.launch import register_all
-    register_all()
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
     init_default_scope('mmrotate')
     torch.manual_seed(0)
     cfg = backbone_cfg(args)

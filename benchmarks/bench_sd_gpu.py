@@ -142,8 +142,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     from mmengine.runner import Runner
     from mmrotate.registry import MODELS
 
-    from mmdeblora.utils.launch import register_all
-    register_all()
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
     init_default_scope('mmrotate')
     name, ckpt = args.variant.split(':')
     cfg = prepare_cfg(args, name, ckpt == 'ckpt')
@@ -163,7 +163,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         return out
 
     from mmdeblora.engine import build_extraction_loader, debias_model
-    from mmdeblora.engine.hooks.deblora_hook import split_options
+    from mmdeblora.engine.stage2 import split_options
     hook = dict(next(h for h in cfg.custom_hooks if h['type'] == 'DebLoRAHook'))
     if args.calibrate_groups:
         hook['calibrate_groups'] = args.calibrate_groups

@@ -3,19 +3,17 @@
 Importing the package registers every component into mmrotate's / mmdet's registries
 (the subpackages are imported eagerly, so ``custom_imports=dict(imports=['mmdeblora'])``
 is enough) and exports the public names of its subpackages, e.g.
-``from mmdeblora import LoRABackbone, DebLoRAHook, ECMLoss, GroupDOTAMetric``.
+``from mmdeblora import LoRABackbone, DebLoRAHook, ECMLoss, GroupDOTAMetric``. It changes
+nothing else: safe (weights-only) checkpoint loading is one explicit call,
+:func:`mmdeblora.utils.register_all_modules` (or ``mmdeblora.safe_loading`` in
+``custom_imports``).
 """
 from types import ModuleType
 from typing import Iterator
 
 from . import datasets, engine, evaluation, models, utils
 from .models import DebiasMixin, DebiasModel
-from .utils import register_checkpoint_safe_globals, register_safe_checkpoint_loader
 from .version import __version__, version_info
-
-# every checkpoint load through mmengine is weights-only, whatever the environment says
-register_checkpoint_safe_globals()
-register_safe_checkpoint_loader()
 
 
 def _public_modules() -> Iterator[ModuleType]:

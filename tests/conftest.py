@@ -20,6 +20,10 @@ FAST_TRAIN_OPTIONS = [
     'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
     'val_evaluator.nproc=1', 'test_evaluator.nproc=1',
     'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
+    # the toy LoRA configs start from work_dirs/toy_foundation/epoch_6.pth (made by
+    # tools/make_toy_foundation.sh); tests train them on a random base (a later
+    # model.backbone.pretrained=... in `extra` wins)
+    'model.backbone.pretrained=None',
 ]
 
 
@@ -28,6 +32,14 @@ def make_small_toy(out: str, seed: int = 0) -> dict:
     return make_toy_dota(out, seed=seed, img_size=256, max_count=40,
                          imbalance_ratio=20, objects_per_image=8,
                          test_fraction=0.1, test_min_per_class=1, log=None)
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _registered():
+    """What every tool does first: ``register_all_modules()`` (our modules, and mmengine's
+    checkpoint loads weights-only; ``import mmdeblora`` alone changes no loading)."""
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
 
 
 @pytest.fixture(autouse=True)

@@ -32,20 +32,18 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
+    from mmengine.registry import init_default_scope
 
     from mmdeblora.engine import build_extraction_loader, debias_model
     from mmdeblora.engine.debias_report import log_result, save_result
-    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
-    from mmdeblora.utils.launch import load_config, register_all
-    register_all()
+    from mmdeblora.engine.stage2 import load_debias_model, settings_from_config
+    from mmdeblora.utils import register_all_modules
+    from mmdeblora.utils.launch import load_config
+    register_all_modules()
     cfg = load_config(args)
     init_default_scope(cfg.get('default_scope', 'mmrotate'))
-    settings, stage2 = split_options(hook_options(cfg))
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
-                    logger='current')
+    settings, stage2 = settings_from_config(cfg)
+    model = load_debias_model(cfg, args.checkpoint, stage2=stage2)
     result = debias_model(model, build_extraction_loader(cfg, settings), settings,
                           adapters=stage2.stage1_adapters, log_fn=print_log)
     log_result(result, print_log)

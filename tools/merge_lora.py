@@ -11,24 +11,30 @@ replaced by the backbone it wraps, so ``tools/test.py OUT.py OUT.pth`` runs the 
 ``--save-adapters DIR`` also writes the adapters alone (``LoRABackbone.save_adapters``, a
 sub-folder per LoRABackbone).
 
+A full checkpoint holds every base weight, so the LoRABackbone's ``pretrained`` is not read.
+A slim one (``LoRACheckpointHook``: ``meta['omitted_keys']``) leaves the frozen base out: it
+is rebuilt from CONFIG's ``pretrained`` (``--cfg-options`` may point elsewhere), loaded as
+training loaded it, and its digests are checked against the checkpoint's before merging.
+
 Nothing is overwritten without ``--force``: not CHECKPOINT or CONFIG, not an existing OUT,
 OUT.py or adapter folder. OUT must not end in ``.py`` (its config would replace it). Every
-file is written to a temporary name first and moved into place (``os.replace``), so an
-interrupted run leaves the old files, never half-written ones.
+file is written to a temporary name first and moved into place (``os.replace``, through
+``mmdeblora.utils.atomic``), so an interrupted run leaves the old files, never half-written
+ones; outputs get the permissions the umask gives.
 """
 import argparse
 import copy
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Any, Callable, List, Optional
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from mmdeblora.utils.launch import register_all
+from mmdeblora.utils import register_all_modules
+from mmdeblora.utils.atomic import atomic_path
+from mmdeblora.utils.launch import quiet_known_upstream_warnings
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,38 +87,18 @@ def check_outputs(config: str, checkpoint: str, out: str, save_adapters: Optiona
 
 def write_atomic(path: str, write: Callable[[str], Any]) -> None:
     """``write(tmp)`` beside ``path`` (same extension: ``Config.dump`` goes by it), then
-    move it into place in one step."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', dir=folder,
-                               suffix=osp.splitext(path)[1])
-    os.close(fd)
-    try:
+    move it into place in one step, with the permissions the umask gives (not mkstemp's
+    0600); a symlink at ``path`` is replaced, not written through."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def replace_dir(path: str, fill: Callable[[str], Any]) -> None:
-    """``fill(tmp_dir)`` beside ``path``, then swap it in (the old folder goes last)."""
-    parent = osp.dirname(osp.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.' + osp.basename(osp.abspath(path)) + '.', dir=parent)
-    try:
+    """``fill(tmp_dir)`` beside ``path``, then swap it in (the old folder goes last); the
+    folder gets the umask's permissions (not mkdtemp's 0700)."""
+    with atomic_path(path) as tmp:
+        os.mkdir(tmp)
         fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if osp.lexists(path):
-        old = tempfile.mkdtemp(prefix='.old.', dir=parent)
-        os.replace(path, osp.join(old, 'x'))
-    os.replace(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def unwrap_lora_cfg(node: Any) -> Any:
@@ -126,8 +112,15 @@ def unwrap_lora_cfg(node: Any) -> Any:
     return node
 
 
+def is_slim(checkpoint: dict) -> bool:
+    """A checkpoint that leaves tensors out on purpose (``LoRACheckpointHook``'s slim ones:
+    the frozen base, to be rebuilt from the config's weight files)."""
+    from mmdeblora.engine.hooks.lora_checkpoint_hook import OMITTED_META
+    return bool((checkpoint.get('meta') or {}).get(OMITTED_META))
+
+
 def drop_lora_pretrained(node: Any) -> None:
-    """The checkpoint holds every base weight: skip LoRABackbone's own ``pretrained``."""
+    """A full checkpoint holds every base weight: skip LoRABackbone's own ``pretrained``."""
     if isinstance(node, dict):
         if node.get('type') == 'LoRABackbone':
             node['pretrained'] = None
@@ -161,7 +154,8 @@ def merge_model(model: torch.nn.Module, adapters: List[str] = None,
 
 def main() -> None:
     args = parse_args()
-    register_all()
+    quiet_known_upstream_warnings()
+    register_all_modules()
     from mmrotate.registry import MODELS
 
     from mmdeblora.utils.checkpoint import load_checkpoint_file
@@ -169,16 +163,33 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model_cfg = copy.deepcopy(cfg.model)
-    drop_lora_pretrained(model_cfg)
-    from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmrotate')):
-        model = MODELS.build(model_cfg)
     ckpt = load_checkpoint_file(args.checkpoint)
     if not isinstance(ckpt, dict):
         raise TypeError(f'{args.checkpoint!r} holds a {type(ckpt).__name__}, not a checkpoint')
     state = ckpt['state_dict'] if isinstance(ckpt.get('state_dict'), dict) else ckpt
-    model.load_state_dict(state, strict=True)
+    model_cfg = copy.deepcopy(cfg.model)
+    slim = is_slim(ckpt)
+    if not slim:
+        drop_lora_pretrained(model_cfg)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmrotate')):
+        try:
+            model = MODELS.build(model_cfg)
+        except FileNotFoundError as err:
+            if not slim:
+                raise
+            from mmdeblora.engine.hooks.lora_checkpoint_hook import SLIM_META
+            sources = {k: v.get('sources') for k, v in
+                       (ckpt['meta'].get(SLIM_META) or {}).items()}
+            raise FileNotFoundError(
+                f'{args.checkpoint} is a slim checkpoint: its frozen base is rebuilt from the '
+                f'weight files it was trained with ({sources or "see its meta"}), and {err}. '
+                'Point CONFIG at them (e.g. --cfg-options model.backbone.pretrained=PATH)'
+                ) from None
+    model.load_state_dict(state, strict=True)  # a slim one: rebuilt base filled, checked
+    if slim:
+        print_log(f'{args.checkpoint}: slim checkpoint, frozen base rebuilt from the config\'s '
+                  'weight files (digests checked)', logger='current')
     model.eval()
     merged: List[str] = []
     if args.save_adapters:

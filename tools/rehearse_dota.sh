@@ -10,6 +10,7 @@
 # Steps (each timed with /usr/bin/time: wall time, CPU time (user + sys, what a shared
 # machine does not inflate) and peak RSS go to OUT/summary.tsv):
 #   R50 LoRA: train, tools/test.py, Task1 submission files   R50 full: train, test
+#   R50 debLoRA: stage 1, the switch, stage 2 (no Stable Diffusion); test
 #   SD LoRA: train 1 epoch with slim checkpoints + peft adapter folders (LoRACheckpointHook,
 #            enabled through default_hooks), --resume from the slim checkpoint, test, Task1
 #   SD full (only when STEPS names sd_full: about 14 GB for AdamW states alone)
@@ -17,7 +18,7 @@
 #            submission config (merged to full images). Last, on purpose.
 # Environment: SIZE (resize scale, default 256; the configs' 1024 takes about an hour per
 # SD iteration on 2 cores), EPOCHS (default 2; 1 iteration each: 2 images, batch 2),
-# STEPS (default "r50_lora r50_full sd_lora deblora"; add sd_full), WEIGHTS (random-weight
+# STEPS (default "r50_lora r50_full r50_deblora sd_lora deblora"; add sd_full), WEIGHTS (random-weight
 # folder, default work_dirs/rehearsal_weights, written once), MIN_FREE_GB (default 6: a step
 # waits no longer than 10 minutes for that much available memory, then stops),
 # MMDEBLORA_SHARED_DATA (folder holding dota_samples/), FORCE=1 (replace an existing OUT),
@@ -30,7 +31,7 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 OUT="${1:-work_dirs/rehearsal_dota}"
 SIZE="${SIZE:-256}"
 EPOCHS="${EPOCHS:-2}"
-STEPS="${STEPS:-r50_lora r50_full sd_lora deblora}"
+STEPS="${STEPS:-r50_lora r50_full r50_deblora sd_lora deblora}"
 WEIGHTS="${WEIGHTS:-work_dirs/rehearsal_weights}"
 MIN_FREE_GB="${MIN_FREE_GB:-6}"
 SHARED="${MMDEBLORA_SHARED_DATA:-$ROOT/../shared/data}"
@@ -131,6 +132,17 @@ r50_full)
         "${LEN_OPTS[@]}"
     step r50_full_test "${TEST[@]}" "$cfg" "$OUT/r50_full/epoch_$EPOCHS.pth" \
         --work-dir "$OUT/r50_full_test" --cfg-options "${o[@]}" ;;
+r50_deblora)
+    cfg=configs/deblora/oriented_rcnn_r50_lora_deblora_dota.py
+    # lengths and K as the SD debLoRA step below (8 planes: K = 4, plane calibrated)
+    o=("${DATA_OPTS[@]}" "${SIZE_OPTS[@]}" "model.backbone.pretrained=$R50")
+    step r50_deblora_train "${TRAIN[@]}" "$cfg" --work-dir "$OUT/r50_deblora" \
+        --cfg-options "${o[@]}" \
+        "${LEN_OPTS[@]}" train_cfg.max_epochs=2 train_cfg.val_interval=2 \
+        DebLoRAHook.switch_epoch=1 DebLoRAHook.num_clusters=4 \
+        "DebLoRAHook.calibrate_groups=[head]"
+    step r50_deblora_test "${TEST[@]}" "$cfg" "$OUT/r50_deblora/epoch_2.pth" \
+        --work-dir "$OUT/r50_deblora_test" --cfg-options "${o[@]}" ;;
 sd_lora)
     cfg=configs/baselines/oriented_rcnn_sd_lora_dota.py
     o=("${DATA_OPTS[@]}" "${SIZE_OPTS[@]}" "model.backbone.backbone.pretrained=$SD"
@@ -160,8 +172,8 @@ deblora)
     step deblora_train "${TRAIN[@]}" "$cfg" --work-dir "$OUT/deblora" \
         --cfg-options "${o[@]}" \
         "${LEN_OPTS[@]}" train_cfg.max_epochs=2 train_cfg.val_interval=2 \
-        custom_hooks.0.switch_epoch=1 custom_hooks.0.num_clusters=4 \
-        "custom_hooks.0.calibrate_groups=[head]"
+        DebLoRAHook.switch_epoch=1 DebLoRAHook.num_clusters=4 \
+        "DebLoRAHook.calibrate_groups=[head]"
     step deblora_test "${TEST[@]}" "$cfg" "$OUT/deblora/epoch_2.pth" \
         --work-dir "$OUT/deblora_test" --cfg-options "${o[@]}"
     # the house's test-split submission config: no annotations read, patches merged

@@ -8,7 +8,8 @@ whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says (``mmdeblora.utils.checkpoint
 import argparse
 
 from mmdeblora.engine import use_checked_runner
-from mmdeblora.utils.launch import add_common_args, build_runner, load_config, register_all
+from mmdeblora.utils import register_all_modules
+from mmdeblora.utils.launch import add_common_args, build_runner, load_config
 from mmdeblora.utils.preflight import check_inputs
 
 
@@ -31,7 +32,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    register_all()
+    register_all_modules()
     cfg = load_config(args)
     check_inputs(cfg, 'test')
     cfg.load_from = args.checkpoint

@@ -1,4 +1,5 @@
-"""Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume] [--amp]``.
+"""Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume [CKPT] |
+--resume-or-start] [--amp]``.
 
 Runs on ``CheckedRunner`` (unless the config names a ``runner_type``): ``load_from`` /
 ``--resume`` checkpoints must fit the model (``--allow-mismatch`` warns instead for
@@ -11,7 +12,8 @@ import logging
 from mmengine.logging import print_log
 
 from mmdeblora.engine import use_checked_runner
-from mmdeblora.utils.launch import add_common_args, build_runner, load_config, register_all
+from mmdeblora.utils import register_all_modules
+from mmdeblora.utils.launch import add_common_args, apply_resume, build_runner, load_config
 from mmdeblora.utils.preflight import check_inputs
 
 
@@ -22,10 +24,15 @@ def parse_args() -> argparse.Namespace:
                         help='enable automatic mixed precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual batch size')
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or from the latest one in the work '
-        'dir when no path is given')
+        'dir when no path is given (an error when the work dir has none)')
+    resume.add_argument(
+        '--resume-or-start', action='store_true',
+        help='resume from the latest checkpoint in the work dir if there is one, else '
+        'start a new run (for scripts that rerun the same command)')
     parser.add_argument(
         '--allow-mismatch', action='store_true',
         help='load_from: warn instead of failing when the checkpoint does not fit the '
@@ -37,7 +44,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    register_all()
+    register_all_modules()
     cfg = load_config(args)
     check_inputs(cfg, 'train')
 
@@ -57,11 +64,7 @@ def main() -> None:
                                'in the config')
         cfg.auto_scale_lr.enable = True
 
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
-
+    apply_resume(cfg, args.resume, args.resume_or_start)
     use_checked_runner(cfg, args.allow_mismatch)
     runner = build_runner(cfg)
     runner.train()

@@ -22,6 +22,11 @@ model = dict(
         alpha=16,
         target_modules=['conv1', 'conv2', 'conv3']))
 
+# logs the trainable / total parameter counts before training (and writes
+# <work_dir>/trainable_params.json), as the classification configs do; a default hook,
+# so configs that set their own custom_hooks keep it
+default_hooks = dict(trainable_params=dict(type='TrainableParamsHook'))
+
 optim_wrapper = dict(optimizer=dict(lr=0.005))  # mmrotate's Oriented R-CNN 1x lr
 
 preflight_hint = (

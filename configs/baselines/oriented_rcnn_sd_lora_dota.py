@@ -25,6 +25,11 @@ model = dict(
         target_modules=None),  # SDBackbone's lora_targets: UNet attention q/k/v/out
     neck={{_base_.sd_v15_fpn}})
 
+# logs the trainable / total parameter counts before training (and writes
+# <work_dir>/trainable_params.json), as the classification configs do; a default hook,
+# so configs that set their own custom_hooks keep it
+default_hooks = dict(trainable_params=dict(type='TrainableParamsHook'))
+
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=0.05),
     clip_grad=dict(max_norm=35, norm_type=2))

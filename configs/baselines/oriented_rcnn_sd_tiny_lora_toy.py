@@ -14,3 +14,8 @@ model = dict(
         alpha=16,
         target_modules=None),  # SDBackbone's default: UNet attention q/k/v/out
     neck=dict(in_channels={{_base_.sd_tiny_fpn_in}}, num_outs=5))
+
+# logs the trainable / total parameter counts before training (and writes
+# <work_dir>/trainable_params.json), as the classification configs do; a default hook,
+# so configs that set their own custom_hooks keep it
+default_hooks = dict(trainable_params=dict(type='TrainableParamsHook'))

@@ -3,15 +3,12 @@
 # crops' features (fixed diffusion noise, 8 draws), runs K-means (K = 32) on at most 2000
 # crops per class, calibrates the tail classes, and stage 2 = epochs 8-11 trains a new
 # 'deblora' adapter (rank 8) with the feature loss; the stage-1 adapter is frozen.
-_base_ = './sd_lora_dota.py'
+_base_ = ['./sd_lora_dota.py', '../_base_/deblora_hook.py']
 
 model = dict(type='DebLoRAImageClassifier')
 custom_hooks = [
     dict(type='TrainableParamsHook'),
-    dict(type='DebLoRAHook', switch_epoch=8, num_clusters=32,
-         kmeans=dict(n_init=3, max_iter=100, tol=1e-4, seed=0),
-         weighting='balanced', alpha_mode='imbalance', alpha_max=0.5,
-         groups='dota', calibrate_groups=['tail'],
-         loss_weight=0.05,  # the toy detection and bias benchmark value, not tuned on DOTA
-         pool='avg', normalize=True, max_per_class=2000, extract_batch_size=32),
+    # lambda (loss_weight) 0.05: the toy detection and bias benchmark value, not tuned on DOTA
+    dict(**_base_.deblora_hook, switch_epoch=8, groups='dota', max_per_class=2000,
+         extract_batch_size=32),
 ]

@@ -8,7 +8,10 @@ One spelling for a group specification (``GroupSpec``):
 - ``'auto'``: from the classes' shares of training instances (``groups_from_counts``);
 - a dict ``{'head': [...], 'middle': [...], 'tail': [...]}`` of class names.
 """
+import logging
 from typing import Dict, List, Optional, Sequence, Union
+
+from mmengine.logging import print_log
 
 DOTA_CLASSES = ('plane', 'baseball-diamond', 'bridge', 'ground-track-field',
                 'small-vehicle', 'large-vehicle', 'ship', 'tennis-court',
@@ -92,15 +95,55 @@ def check_group_spec(spec: GroupSpec, key: str = 'groups') -> None:
             raise TypeError(f'{key}.{g} must be a list of class names, got {names!r}')
 
 
+def check_groups_cover(groups: Dict[str, Sequence[str]], classes: Sequence[str],
+                       counts: Optional[Sequence[int]] = None,
+                       spec: Optional[GroupSpec] = None, key: str = 'groups') -> None:
+    """Raise if a class is in no group or a group of a named spec is empty; warn for an
+    empty ``'auto'`` group and for a tail class with no training instance (``counts`` in
+    class order, when known).
+
+    Why: a class in no group counts in no group score, and an empty group's score is
+    ``nan``; ``'dota'`` on classes that are not DOTA's names gave both without a word.
+    ``'auto'`` puts every class in a group; that the data fill no share band (a toy set
+    without tail) is a fact about the data, not a wrong spec, hence only a warning.
+    """
+    what = f'{key}={spec!r}' if isinstance(spec, str) else key
+    ungrouped = [c for c in classes if not any(c in names for names in groups.values())]
+    empty = [g for g in GROUP_NAMES if not groups.get(g)]
+    if ungrouped or (empty and spec != 'auto'):
+        problems = []
+        if ungrouped:
+            problems.append(f'class(es) {ungrouped} are in no group')
+        if empty:
+            problems.append(f'group(s) {empty} are empty')
+        hint = " ('dota' knows only the 15 DOTA-v1.0 class names)" if spec == 'dota' else ''
+        raise ValueError(
+            f'{what} does not fit the data set\'s classes {list(classes)}: '
+            f'{"; ".join(problems)}{hint}. Give every class a group and every group a '
+            f"class: {key}=dict(head=[...], middle=[...], tail=[...])")
+    if empty:
+        print_log(f'{what}: no class falls in group(s) {empty} (group_thresholds '
+                  f'{DEFAULT_GROUP_THRESHOLDS} by default); their scores will be nan',
+                  logger='current', level=logging.WARNING)
+    if counts is not None:
+        unseen = [c for c, n in zip(classes, counts) if n == 0 and c in groups.get('tail', ())]
+        if unseen:
+            print_log(f'{what}: tail class(es) {unseen} have no training instance; they '
+                      'count in the tail score with whatever the model does without '
+                      'having seen them', logger='current', level=logging.WARNING)
+
+
 def resolve_groups(classes: Sequence[str], counts: Optional[Sequence[int]] = None,
                    spec: GroupSpec = 'dota',
-                   thresholds: Optional[Dict[str, float]] = None) -> Dict[str, List[str]]:
+                   thresholds: Optional[Dict[str, float]] = None,
+                   key: str = 'groups') -> Dict[str, List[str]]:
     """Head / middle / tail class names for ``classes`` (all three keys, checked).
 
     ``counts`` (training instances per class, in class order) are needed for ``'auto'``
-    only. Classes in no group are allowed (they are reported in no group).
+    only. Every class must be in a group and every group must have a class
+    (``check_groups_cover``, which names ``key``).
     """
-    check_group_spec(spec)
+    check_group_spec(spec, key)
     if spec == 'auto':
         if counts is None:
             raise ValueError("groups='auto' needs the per-class training counts")
@@ -110,6 +153,7 @@ def resolve_groups(classes: Sequence[str], counts: Optional[Sequence[int]] = Non
     else:
         out = {g: list(spec.get(g, [])) for g in GROUP_NAMES}
     check_groups(out, classes)
+    check_groups_cover(out, classes, counts, spec, key)
     return out
 
 

@@ -20,6 +20,7 @@ import os.path as osp
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Union
 
+from mmdeblora.utils.atomic import atomic_open
 from .class_groups import GroupSpec, group_indices, resolve_groups
 
 STATS_FILE = 'class_stats.json'
@@ -147,7 +148,7 @@ def load_or_compute_class_stats(dataset: Any, work_dir: Optional[str] = None,
         stats = compute_class_stats(dataset, groups, thresholds)
     if path and write:
         os.makedirs(work_dir, exist_ok=True)
-        with open(path, 'w') as fh:
+        with atomic_open(path) as fh:
             json.dump(stats.to_json(), fh, indent=2)
     return stats
 

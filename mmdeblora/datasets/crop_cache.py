@@ -10,8 +10,11 @@ list and the crop settings, so an edited source or other settings give a new ent
 
 Entries are written to a temporary folder and renamed into place, so a reader never sees
 half an entry and two writers cannot mix their files; an existing entry is never
-overwritten (the one already there wins). Filtering (difficult, tiny boxes) happens when a
-data set reads an entry, so one entry serves every filter setting.
+overwritten (the one already there wins). An entry is checked when it is opened (the index
+parses and is consistent, the ``.npy`` header's shape matches it and the file is as long as
+that shape needs), so a cut or replaced file is an error naming the entry, not a mmap or
+JSON error or an ``IndexError`` when a missing crop is drawn. Filtering (difficult, tiny
+boxes) happens when a data set reads an entry, so one entry serves every filter setting.
 """
 import hashlib
 import json
@@ -24,12 +27,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from mmdeblora.utils.atomic import apply_umask
 from .checked_dota import CheckedDOTADataset
 from .crop_geometry import Size, _size, crop_box, quad_to_frame
 
 CACHE_VERSION = 1
 CROPS_FILE, INDEX_FILE = 'crops.npy', 'index.json'
 LogFn = Optional[Callable[[str], None]]
+RECORD_KEYS = ('label', 'image', 'line', 'difficult', 'box_w', 'box_h', 'outside')
+
+
+class CropCacheDamaged(RuntimeError):
+    """A crop cache entry whose files are cut, replaced or inconsistent."""
+
+    def __init__(self, entry: str, problem: str) -> None:
+        super().__init__(f'crop cache {entry!r} is damaged: remove it (the next run rebuilds '
+                         f'it): {problem}')
 
 
 def read_dota_folder(folder: str, classes: Sequence[str],
@@ -135,6 +148,7 @@ def load_or_build(folder: str, classes: Sequence[str], settings: dict, cache_dir
     os.makedirs(cache_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{name}-{fp[:16]}.tmp-', dir=cache_dir)
     try:
+        apply_umask(tmp)  # mkdtemp makes it 0700; an entry is as shareable as a mkdir's
         if log:
             log(f'writing crops of {folder} to {entry}')
         _write_entry(tmp, folder, data_list, classes, settings, fp, log)
@@ -151,8 +165,67 @@ def load_or_build(folder: str, classes: Sequence[str], settings: dict, cache_dir
 
 
 def read_index(entry: str) -> dict:
-    with open(osp.join(entry, INDEX_FILE)) as fh:
-        return json.load(fh)
+    """The index of an entry, checked for consistency (``CropCacheDamaged`` if not)."""
+    path = osp.join(entry, INDEX_FILE)
+    try:
+        with open(path, encoding='utf-8') as fh:
+            index = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CropCacheDamaged(entry, f'{INDEX_FILE} is not valid JSON ({e})') from e
+    _check_index(entry, index)
+    return index
+
+
+def _check_index(entry: str, index) -> None:
+    def bad(problem: str):
+        raise CropCacheDamaged(entry, f'{INDEX_FILE} {problem}')
+
+    if not isinstance(index, dict):
+        bad(f'holds a {type(index).__name__}, not an object')
+    missing = [k for k in ('fingerprint', 'classes', 'settings', 'num_crops', 'images',
+                           'records') if k not in index]
+    if missing:
+        bad(f'lacks {missing}')
+    n, rec, images = index['num_crops'], index['records'], index['images']
+    if not isinstance(n, int) or n < 0:
+        bad(f'has num_crops={n!r}')
+    if not isinstance(rec, dict) or not isinstance(images, list):
+        bad('has records / images of the wrong type')
+    for key in RECORD_KEYS:
+        if not isinstance(rec.get(key), list) or len(rec[key]) != n:
+            got = len(rec[key]) if isinstance(rec.get(key), list) else 'no'
+            bad(f'has {got} records.{key} for num_crops={n}')
+    if rec['image'] and not (0 <= min(rec['image']) and max(rec['image']) < len(images)):
+        bad(f'records.image points outside its {len(images)} images')
+    unknown = set(rec['label']) - set(index['classes'])
+    if unknown:
+        bad(f'has labels {sorted(map(str, unknown))} that are not in its classes')
+
+
+def _check_crops(entry: str, index: dict) -> None:
+    """The ``.npy`` header against the index, and the file size against the header.
+
+    Reads the header only: the crops stay on disk.
+    """
+    path = osp.join(entry, CROPS_FILE)
+    w, h = index['settings']['size']
+    want = (index['num_crops'], h, w, 3)
+    try:
+        with open(path, 'rb') as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                           np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise CropCacheDamaged(entry, f'{CROPS_FILE} is not a .npy file ({e})') from e
+    if tuple(shape) != want or dtype != np.uint8:
+        raise CropCacheDamaged(entry, f'{CROPS_FILE} holds {dtype} {tuple(shape)}, '
+                               f'{INDEX_FILE} says uint8 {want}')
+    size, need = os.path.getsize(path), offset + int(np.prod(shape)) * dtype.itemsize
+    if size != need:
+        raise CropCacheDamaged(entry, f'{CROPS_FILE} is {size} bytes, its header needs '
+                               f'{need} ({"cut short" if size < need else "extra data"})')
 
 
 def check_entry(entry: str, fp: str) -> None:
@@ -162,15 +235,20 @@ def check_entry(entry: str, fp: str) -> None:
         raise RuntimeError(f'crop cache {entry!r} is incomplete (no {INDEX_FILE} or '
                            f'{CROPS_FILE}); it is not ours to delete: remove it by hand '
                            'or set cache_dir elsewhere')
-    got = read_index(entry).get('fingerprint')
+    index = read_index(entry)
+    got = index.get('fingerprint')
     if got != fp:
         raise RuntimeError(f'crop cache {entry!r} holds fingerprint {got!r}, expected {fp!r}; '
                            'not overwriting it: remove it by hand or set cache_dir elsewhere')
+    _check_crops(entry, index)
 
 
 def load_crops(entry: str) -> np.ndarray:
     """The crops of an entry, memory-mapped read-only."""
-    return np.load(osp.join(entry, CROPS_FILE), mmap_mode='r')
+    try:
+        return np.load(osp.join(entry, CROPS_FILE), mmap_mode='r')
+    except (ValueError, OSError) as e:  # changed since check_entry (e.g. in a worker)
+        raise CropCacheDamaged(entry, f'{CROPS_FILE} cannot be mapped ({e})') from e
 
 
 def class_counts(labels: Sequence[str], classes: Sequence[str]) -> Dict[str, int]:

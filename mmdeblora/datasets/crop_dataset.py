@@ -43,6 +43,7 @@ class DOTACropDataset(BaseDataset):
         cache_dir: where crop cache entries live (relative to the working directory).
         img_suffix: image file extension in ``images/``.
     """
+    METAINFO = dict(classes=DOTA_CLASSES)  # the default of ``classes``, readable from a config
 
     def __init__(self,
                  data_root: str,
@@ -114,6 +115,14 @@ class DOTACropDataset(BaseDataset):
             img_groups = [source_image(index['images'][i]) for i in rec['image']]
             in_val = stratified_group_split(labels, img_groups, self.val_fraction,
                                             self.split_seed)
+            if split == 'val' and not in_val.any():
+                raise ValueError(
+                    f'val_fraction={self.val_fraction} (split_seed={self.split_seed}) puts '
+                    f'none of the {len(set(img_groups))} source images of {folder!r} into '
+                    "validation: an image is moved only while a class's validation count is "
+                    'below round(its crops * val_fraction) and every class keeps a training '
+                    'image; raise val_fraction, add images, or name a validation folder '
+                    "with folders['val']")
             keep = in_val if split == 'val' else ~in_val
         if not self.keep_difficult:
             keep &= ~np.array(rec['difficult'], dtype=bool)

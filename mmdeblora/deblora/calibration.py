@@ -5,7 +5,10 @@ class c is h_c = sum_k w_kc mu_k with sum_k w_kc = 1:
 
 - ``class_share``: w_kc proportional to n_kc (the clusters where c's samples fall);
 - ``balanced``:    w_kc proportional to n_kc / n_k (a cluster filled with head samples
-  weighs less, so h_c moves toward the clusters that are "c's own").
+  weighs less, so h_c moves toward the clusters that are "c's own");
+- ``top_cluster``: w_kc = 1 for the cluster that holds most of class c's instances (ties:
+  the lowest index), 0 elsewhere: h_c is that cluster's center. The official scripts
+  calibrate toward one hand-picked cluster; this picks it by rule.
 
 A calibrated instance z of class c gets the target z_hat = (1 - alpha_c) z + alpha_c h_c,
 put back on the unit sphere when the features are L2-normalised (``renormalize``): h_c is a
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-WEIGHTINGS = ('class_share', 'balanced')
+WEIGHTINGS = ('class_share', 'balanced', 'top_cluster')
 ALPHA_MODES = ('fixed', 'imbalance')
 
 
@@ -47,6 +50,10 @@ def center_weights(counts: Tensor, weighting: str = 'balanced') -> Tensor:
     n = counts.double()
     if weighting == 'balanced':
         n = n / n.sum(1, keepdim=True).clamp(min=1)
+    elif weighting == 'top_cluster':
+        top = torch.zeros_like(n)
+        top[n.argmax(0), torch.arange(n.shape[1])] = 1  # argmax: first of equal maxima
+        n = torch.where(n.sum(0, keepdim=True) > 0, top, torch.zeros_like(n))
     col = n.sum(0, keepdim=True)
     return torch.where(col > 0, n / col.clamp(min=1e-300), torch.zeros_like(n))
 

@@ -103,6 +103,25 @@ def _lloyd(x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: flo
     return centers, labels, float(dists.sum()), n_iter
 
 
+def _check_range(x: Tensor, x_sq: Tensor) -> None:
+    """Refuse features whose squared distances (or their sum) overflow ``x.dtype``.
+
+    A distance is at most ``4 * max |x|^2`` and k-means++ samples by the sum of N of them;
+    past ``finfo.max`` they become inf and torch.multinomial fails on NaN probabilities
+    ("invalid multinomial distribution"), which names no cause. One max over N norms.
+    """
+    max_sq = float(x_sq.max())
+    n, dtype, limit = x_sq.shape[0], x.dtype, torch.finfo(x.dtype).max
+    if not math.isfinite(max_sq) or 4.0 * n * max_sq > limit:
+        raise ValueError(
+            f'kmeans: squared distances between the {n} features overflow {dtype} (largest '
+            f'|feature value| {float(x.abs().max()):.3g}; the k-means++ potential reaches '
+            f'{4.0 * n * max_sq:.3g}, {dtype} holds up to {limit:.3g}), so they would be '
+            'non-finite: the features are far too large, as from a stage-1 run that diverged '
+            '(kept finite by gradient clipping); check its loss and grad_norm logs and the '
+            'checkpoint the features come from')
+
+
 def kmeans(x: Tensor, k: int, n_init: int = 3, max_iter: int = 100, tol: float = 1e-4,
            seed: int = 0, chunk_size: int = 8192, device=None,
            log_fn: LogFn = None) -> KMeansResult:
@@ -134,6 +153,7 @@ def kmeans(x: Tensor, k: int, n_init: int = 3, max_iter: int = 100, tol: float =
             log_fn(f'kmeans: only {x.shape[0]} points for k={k}; using k={x.shape[0]}')
         k = x.shape[0]
     x_sq = (x * x).sum(1)
+    _check_range(x, x_sq)
     tol_abs = float(tol * x.var(0, unbiased=False).mean()) if x.shape[0] > 1 else 0.0
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)

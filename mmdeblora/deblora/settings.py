@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Sequence, Tuple
 
 ADAPTER_KEYS = ('rank', 'alpha', 'dropout', 'target_modules')
+MODES = ('feature_loss', 'augment', 'both')
 
 
 def check_keys(options: Dict[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -39,6 +40,14 @@ class Stage2Settings:
     """How a model enters the de-biasing stage.
 
     Args:
+        mode: what stage 2 trains. ``feature_loss`` (the paper's text): a new adapter
+            pulled toward the calibrated targets by the feature loss. ``augment`` (the
+            official scripts): no new adapter, the backbone and neck frozen; the classifier
+            (the linear head; a detector's box head) trains on the batch plus calibrated
+            copies of its calibrated instances' features. ``both``: the two together (the
+            copies are detached, so they train the classifier only).
+        augment_weight: the weight of the loss on the calibrated copies
+            (``loss_deblora_aug``).
         adapter_name: the new adapter trained in stage 2.
         adapter_cfg: its ``rank``, ``alpha``, ``dropout``, ``target_modules`` (default:
             the backbone's).
@@ -51,6 +60,8 @@ class Stage2Settings:
             ``trainable_extra`` parameters (norms) in stage 2: they are shared by the
             student and the stage-1 target path, so while they train the targets move.
     """
+    mode: str = 'feature_loss'
+    augment_weight: float = 1.0
     adapter_name: str = 'deblora'
     adapter_cfg: Dict[str, Any] = field(default_factory=dict)
     stage1_adapters: Tuple[str, ...] = ('default', )
@@ -62,6 +73,9 @@ class Stage2Settings:
 
     def __post_init__(self) -> None:
         w = self.where
+        if self.mode not in MODES:
+            raise ValueError(f'{w}.mode must be one of {list(MODES)}, got {self.mode!r}')
+        check_number(self.augment_weight, f'{w}.augment_weight', 0)
         if not isinstance(self.adapter_name, str) or \
                 not re.fullmatch(r'[A-Za-z_]\w*', self.adapter_name):
             raise ValueError(f'{w}.adapter_name must be an identifier, got '
@@ -88,6 +102,15 @@ class Stage2Settings:
         check_number(self.loss_weight, f'{w}.loss_weight', 0)
         for key in ('loss_normalize', 'freeze_neck', 'freeze_backbone_extra'):
             check_bool(getattr(self, key), f'{w}.{key}')
+
+    @property
+    def new_adapter(self) -> bool:
+        """Whether stage 2 adds and trains a new adapter (not in ``augment`` mode)."""
+        return self.mode != 'augment'
+
+    @property
+    def augments(self) -> bool:
+        return self.mode != 'feature_loss'
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:

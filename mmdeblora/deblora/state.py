@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmdeblora.utils.atomic import atomic_open
 from .calibration import calibrate, class_alphas, count_matrix, debiased_centers, loss_scale
 from .kmeans import kmeans
 
@@ -79,8 +80,8 @@ class DebiasState:
     def save(self, out_dir: str, prefix: str = 'deblora_state') -> None:
         """``<prefix>.npz`` (arrays) and ``<prefix>.json`` (settings, readable summary)."""
         d = self.to_dict()
-        np.savez(osp.join(out_dir, prefix + '.npz'),
-                 **{k: d[k].numpy() for k in _TENSORS})
+        with atomic_open(osp.join(out_dir, prefix + '.npz'), 'wb') as f:
+            np.savez(f, **{k: d[k].numpy() for k in _TENSORS})
         meta = {k: v for k, v in d.items() if k not in _TENSORS}
         meta.update(cluster_sizes=self.cluster_sizes.tolist(),
                     class_counts=dict(zip(self.class_names, self.class_counts.tolist())),
@@ -88,7 +89,7 @@ class DebiasState:
                                             self.natural_counts.tolist())),
                     alphas=dict(zip(self.class_names, self.alphas.tolist())),
                     calibrated=self.calibrated_names)
-        with open(osp.join(out_dir, prefix + '.json'), 'w') as f:
+        with atomic_open(osp.join(out_dir, prefix + '.json')) as f:
             json.dump(meta, f, indent=2)
 
     @classmethod

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from mmdeblora.deblora import DebiasState
+from mmdeblora.utils.atomic import atomic_open
 from .debias import DebiasResult
 
 LogFn = Callable[[str], None]
@@ -27,7 +28,7 @@ def counts_table(state: DebiasState) -> str:
 
 def write_counts_csv(state: DebiasState, path: str) -> None:
     """The cluster x class count matrix with class names as the header."""
-    with open(path, 'w') as f:
+    with atomic_open(path) as f:
         f.write('cluster,size,' + ','.join(state.class_names) + '\n')
         for k, row in enumerate(state.counts.tolist()):
             f.write(f'{k},{sum(row)},' + ','.join(map(str, row)) + '\n')
@@ -105,13 +106,13 @@ def save_result(result: DebiasResult, out_dir: str, plot: Optional[str] = 'pca',
     st.save(out_dir)
     paths = [osp.join(out_dir, 'deblora_state.json'), osp.join(out_dir, 'deblora_state.npz')]
     write_counts_csv(st, osp.join(out_dir, 'counts.csv'))
-    with open(osp.join(out_dir, 'alphas.csv'), 'w') as f:
+    with atomic_open(osp.join(out_dir, 'alphas.csv')) as f:
         f.write('class,natural_instances,clustered_instances,calibrated,alpha\n')
         for n, m, c, k, a in zip(st.class_names, st.natural_counts.tolist(),
                                  st.class_counts.tolist(), st.calibrated.tolist(),
                                  st.alphas.tolist()):
             f.write(f'{n},{m},{c},{int(k)},{a:.6f}\n')
-    with open(osp.join(out_dir, 'stats.json'), 'w') as f:
+    with atomic_open(osp.join(out_dir, 'stats.json')) as f:
         json.dump(dict(st.stats, groups=result.groups), f, indent=2)
     paths += [osp.join(out_dir, n) for n in ('counts.csv', 'alphas.csv', 'stats.json')]
     if plot:
@@ -123,6 +124,7 @@ def save_result(result: DebiasResult, out_dir: str, plot: Optional[str] = 'pca',
                        calibrated=st.calibrated.tolist(), z_hat=result.z_hat.numpy(),
                        method=plot, max_points=max_points, seed=seed)
         paths.append(path)
-    np.save(osp.join(out_dir, 'centers.npy'), st.centers.numpy())
-    np.save(osp.join(out_dir, 'class_centers.npy'), st.class_centers.numpy())
+    for name, arr in (('centers.npy', st.centers), ('class_centers.npy', st.class_centers)):
+        with atomic_open(osp.join(out_dir, name), 'wb') as f:
+            np.save(f, arr.numpy())
     return paths + [osp.join(out_dir, 'centers.npy'), osp.join(out_dir, 'class_centers.npy')]

@@ -2,9 +2,13 @@
 
 debLoRA's stage switch adds an adapter and freezes others mid-run. DDP registers the
 parameters that need a gradient when it is built, and the optimizer holds its parameter
-groups, so both follow the model's new trainable set here; the param schedulers go on.
+groups, so both follow the model's new trainable set here. By default the param schedulers
+go on (``regroup_optimizer``); a stage-2 optimizer and schedule of their own
+(``DebLoRAHook.stage2_optim_wrapper`` / ``stage2_param_scheduler``) replace the runner's
+(``use_stage2_optimizer``).
 """
 import copy
+from typing import List, Optional, Sequence, Union
 
 import torch
 from mmengine import dist
@@ -23,11 +27,70 @@ def rewrap_model(runner) -> None:
                                      runner.model.module)
 
 
-def follow_trainable_set(runner) -> None:
-    """Re-wrap under DDP and regroup the optimizer after the trainable set changed."""
+def follow_trainable_set(runner, optim_wrapper: Optional[dict] = None,
+                         param_scheduler: Union[None, dict, Sequence[dict]] = None) -> None:
+    """Re-wrap under DDP, then regroup the optimizer after the trainable set changed, or
+    replace it (and the schedulers) by the stage-2 ones when they are given."""
     rewrap_model(runner)
-    if isinstance(runner.optim_wrapper, OptimWrapper):
+    if optim_wrapper is not None:
+        use_stage2_optimizer(runner, optim_wrapper, param_scheduler)
+    elif isinstance(runner.optim_wrapper, OptimWrapper):
         regroup_optimizer(runner)
+        if param_scheduler is not None:
+            runner.param_schedulers = build_schedulers(runner, runner.optim_wrapper,
+                                                       param_scheduler)
+
+
+def stage2_optim_cfg(base: dict, override: dict) -> dict:
+    """The config's ``optim_wrapper`` with the stage-2 changes: each key of ``override``
+    (``optimizer`` as a whole, ``clip_grad``, ``type``, ...) replaces the config's; the
+    rest (constructor, ``paramwise_cfg``, clipping) is kept."""
+    cfg = copy.deepcopy(dict(base))
+    cfg.update(copy.deepcopy(dict(override)))
+    return cfg
+
+
+def build_schedulers(runner, optim_wrapper: OptimWrapper,
+                     param_scheduler: Union[dict, Sequence[dict]]) -> List:
+    """Param schedulers on ``optim_wrapper``, counting from now (stage 2's epoch 0)."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfgs = [param_scheduler] if isinstance(param_scheduler, dict) else list(param_scheduler)
+    return [PARAM_SCHEDULERS.build(copy.deepcopy(dict(c)), default_args=dict(
+        optimizer=optim_wrapper, epoch_length=len(runner.train_dataloader))) for c in cfgs]
+
+
+def trainable_only(optim_wrapper: OptimWrapper) -> OptimWrapper:
+    """Drop the parameters that need no gradient from the wrapper's groups (in place)."""
+    opt = optim_wrapper.optimizer
+    groups = [dict(g, params=[p for p in g['params'] if p.requires_grad])
+              for g in opt.param_groups]
+    groups = [g for g in groups if g['params']]
+    if not groups:
+        raise RuntimeError('no trainable parameter left after the change of the trainable set')
+    opt.param_groups.clear()
+    opt.state.clear()
+    for g in groups:
+        opt.add_param_group(g)
+    return optim_wrapper
+
+
+def use_stage2_optimizer(runner, optim_wrapper: dict,
+                         param_scheduler: Union[None, dict, Sequence[dict]] = None) -> None:
+    """Replace the runner's optimizer wrapper by one built from the config's with the
+    stage-2 changes (its constructor and ``paramwise_cfg``, ``auto_scale_lr`` applied), over
+    the trainable parameters; the schedulers by ``param_scheduler`` (none: a constant lr).
+    A resume from a stage-2 checkpoint calls this before the optimizer and scheduler states
+    load, so they load into these."""
+    cfg = stage2_optim_cfg(runner.cfg.optim_wrapper, optim_wrapper)
+    wrapper = trainable_only(build_optim_wrapper(runner.model, cfg))
+    schedulers, runner.param_schedulers = runner.param_schedulers, None
+    try:  # the runner's own scaling; it refuses to run once schedulers exist
+        runner.scale_lr(wrapper, runner.auto_scale_lr)
+    finally:
+        runner.param_schedulers = schedulers
+    runner.optim_wrapper = wrapper
+    runner.param_schedulers = (build_schedulers(runner, wrapper, param_scheduler)
+                               if param_scheduler is not None else [])
 
 
 def regroup_optimizer(runner) -> None:

@@ -10,10 +10,11 @@ from mmrotate.evaluation.functional import eval_rbbox_map
 from mmrotate.registry import METRICS
 
 from mmdeblora.datasets.class_groups import GROUP_NAMES, GroupSpec, check_group_spec, resolve_groups
+from .group_table import ResolveGroupsEarly, grouped_rows
 
 
 @METRICS.register_module()
-class GroupDOTAMetric(DOTAMetric):
+class GroupDOTAMetric(ResolveGroupsEarly, DOTAMetric):
     """mmrotate's ``DOTAMetric`` plus per-group and per-class AP.
 
     The AP computation is upstream's ``eval_rbbox_map``, called once per IoU threshold
@@ -26,8 +27,10 @@ class GroupDOTAMetric(DOTAMetric):
             ``'auto'`` to derive them from ``class_counts`` with ``group_thresholds``
             (share of training instances: head >= 10 %, tail < 1 % by default).
         class_counts: training instances per class (list in class order, or the path of
-            a json file holding such a list or a ``{class: count}`` dict); only for
-            ``groups='auto'``.
+            a json file holding such a list or a ``{class: count}`` dict, e.g. the work
+            dir's ``class_stats.json``); for ``groups='auto'``, and for the warning about
+            tail classes never trained on. Default: the data set's
+            ``metainfo['train_counts']``, as ``GroupF1Metric`` reads them.
         classwise: also return each class's AP as ``AP50/<class>``.
         nproc: processes for upstream's TP/FP computation (upstream fixes 4).
     """
@@ -40,26 +43,37 @@ class GroupDOTAMetric(DOTAMetric):
                  nproc: int = 4,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        check_group_spec(groups)
-        if groups == 'auto' and class_counts is None:
-            raise ValueError("groups='auto' needs class_counts (a list or a json path)")
+        check_group_spec(groups, 'GroupDOTAMetric.groups')
         self.groups_cfg = groups
         self.class_counts = class_counts
         self.group_thresholds = group_thresholds
         self.classwise = classwise
         self.nproc = nproc
+        self._groups: Optional[Dict[str, List[str]]] = None
+
+    def scores_groups(self) -> bool:
+        return not (self.format_only or self.merge_patches)  # else: submission files only
 
     def class_groups(self) -> Dict[str, List[str]]:
-        """The groups for this dataset's classes (classes of no group are left out)."""
+        """The groups for this dataset's classes (every class in one, no group empty)."""
         classes = list(self.dataset_meta['classes'])
         counts = self.class_counts
+        if counts is None:
+            counts = self.dataset_meta.get('train_counts')
+        if counts is None and self.groups_cfg == 'auto':
+            raise ValueError(
+                "GroupDOTAMetric(groups='auto') needs the training counts per class: the "
+                "data set's metainfo has no 'train_counts'; set the metric's class_counts "
+                'to a list in class order or to the path of a json file (the work dir\'s '
+                'class_stats.json, written by ClassStatsHook)')
         if isinstance(counts, str):
             with open(counts) as fh:
                 counts = json.load(fh)
         if isinstance(counts, dict):  # class_stats.json or {class: count}
             counts = counts.get('counts', counts)
             counts = [counts[c] for c in classes]
-        return resolve_groups(classes, counts, self.groups_cfg, self.group_thresholds)
+        return resolve_groups(classes, counts, self.groups_cfg, self.group_thresholds,
+                              key='GroupDOTAMetric.groups')
 
     def compute_metrics(self, results: list) -> dict:
         if self.format_only or self.merge_patches:
@@ -68,7 +82,7 @@ class GroupDOTAMetric(DOTAMetric):
         gts, preds = zip(*results)
         classes = list(self.dataset_meta['classes'])
         dets = [pred['pred_bbox_scores'] for pred in preds]
-        groups = self.class_groups()
+        groups = self._groups or self.class_groups()  # resolved (and warned) once
         if self.outfile_prefix is not None:  # as upstream: keep the json results
             self.results2json(preds, self.outfile_prefix)
 
@@ -103,14 +117,8 @@ class GroupDOTAMetric(DOTAMetric):
     def format_table(classes: Sequence[str], groups: Dict[str, List[str]],
                      ap: np.ndarray, num_gts: Sequence[int], res: dict) -> str:
         """Per-class AP grouped by head / middle / tail, then the group means."""
-        group_of = {c: g for g, names in groups.items() for c in names}
-        order = sorted(range(len(classes)), key=lambda i: (
-            GROUP_NAMES.index(group_of[classes[i]]) if classes[i] in group_of else 3, i))
-        rows = [f"{'class':<20}{'group':<8}{'gts':>6}{'AP':>8}", '-' * 42]
-        for i in order:
-            rows.append(f'{classes[i]:<20}{group_of.get(classes[i], "-"):<8}'
-                        f'{num_gts[i]:>6}{ap[i]:>8.3f}')
-        rows.append('-' * 42)
+        rows = grouped_rows(classes, groups, f"{'gts':>6}{'AP':>8}",
+                            lambda i: f'{num_gts[i]:>6}{ap[i]:>8.3f}')
         for g in GROUP_NAMES:
             rows.append(f"{g + ' mAP':<34}{res[f'{g}_mAP']:>8.3f}")
         rows.append(f"{'mAP':<34}{res['mAP']:>8.3f}")

@@ -9,10 +9,11 @@ from mmpretrain.evaluation import SingleLabelMetric
 from mmpretrain.registry import METRICS
 
 from mmdeblora.datasets.class_groups import GROUP_NAMES, GroupSpec, check_group_spec, resolve_groups
+from .group_table import ResolveGroupsEarly, grouped_rows
 
 
 @METRICS.register_module()
-class GroupF1Metric(BaseMetric):
+class GroupF1Metric(ResolveGroupsEarly, BaseMetric):
     """Per-class F1, its macro mean over each group and over all classes, and accuracy.
 
     Per-class precision / recall / F1 are upstream's (``SingleLabelMetric.calculate`` with
@@ -40,9 +41,10 @@ class GroupF1Metric(BaseMetric):
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if groups is not None:
-            check_group_spec(groups)
+            check_group_spec(groups, 'GroupF1Metric.groups')
         self.groups_cfg, self.class_counts = groups, class_counts
         self.group_thresholds, self.classwise = group_thresholds, classwise
+        self._groups: Optional[Dict[str, List[str]]] = None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -54,16 +56,18 @@ class GroupF1Metric(BaseMetric):
             self.results.append((pred, gt))
 
     def class_groups(self) -> Dict[str, List[str]]:
+        """The groups for this dataset's classes (every class in one, no group empty)."""
         classes = list(self.dataset_meta['classes'])
-        spec = self.groups_cfg
+        spec, key = self.groups_cfg, 'GroupF1Metric.groups'
+        counts = self.class_counts
+        if counts is None:
+            counts = self.dataset_meta.get('train_counts')
         if spec is None:
             if 'groups' in self.dataset_meta:
-                return resolve_groups(classes, spec=dict(self.dataset_meta['groups']))
-            spec = 'dota'
-        counts = self.class_counts
-        if spec == 'auto' and counts is None:
-            counts = self.dataset_meta.get('train_counts')
-        return resolve_groups(classes, counts, spec, self.group_thresholds)
+                spec, key = dict(self.dataset_meta['groups']), "the data set's groups"
+            else:
+                spec = 'dota'
+        return resolve_groups(classes, counts, spec, self.group_thresholds, key=key)
 
     def compute_metrics(self, results: List) -> Dict[str, float]:
         classes = list(self.dataset_meta['classes'])
@@ -71,7 +75,7 @@ class GroupF1Metric(BaseMetric):
         precision, recall, f1, support = SingleLabelMetric.calculate(
             pred, gt, average=None, num_classes=len(classes))
         f1 = f1.double().numpy()
-        groups = self.class_groups()
+        groups = self._groups or self.class_groups()  # resolved (and warned) once
         out: Dict[str, float] = {}
         for g in GROUP_NAMES:
             idx = [classes.index(c) for c in groups.get(g, [])]
@@ -90,15 +94,9 @@ class GroupF1Metric(BaseMetric):
                      precision: np.ndarray, recall: np.ndarray, support: np.ndarray,
                      res: Dict[str, float]) -> str:
         """Per-class precision / recall / F1 grouped by head / middle / tail."""
-        group_of = {c: g for g, names in groups.items() for c in names}
-        order = sorted(range(len(classes)), key=lambda i: (
-            GROUP_NAMES.index(group_of[classes[i]]) if classes[i] in group_of else 3, i))
-        rows = [f"{'class':<20}{'group':<8}{'n':>6}{'P':>8}{'R':>8}{'F1':>8}", '-' * 58]
-        for i in order:
-            rows.append(f'{classes[i]:<20}{group_of.get(classes[i], "-"):<8}'
-                        f'{int(support[i]):>6}{precision[i]:>8.2f}{recall[i]:>8.2f}'
-                        f'{f1[i]:>8.2f}')
-        rows.append('-' * 58)
+        rows = grouped_rows(classes, groups, f"{'n':>6}{'P':>8}{'R':>8}{'F1':>8}",
+                            lambda i: f'{int(support[i]):>6}{precision[i]:>8.2f}'
+                                      f'{recall[i]:>8.2f}{f1[i]:>8.2f}')
         for key in [f'{g}_f1' for g in GROUP_NAMES] + ['macro_f1', 'accuracy']:
             rows.append(f'{key:<50}{res[key]:>8.2f}')
         return '\n'.join(rows)

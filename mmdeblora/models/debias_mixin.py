@@ -14,8 +14,12 @@ through ``DebiasModel``:
 ``DebiasMixin`` implements all three, plus the stage-2 ``loss`` and ``train`` behaviour,
 for any model with ``backbone`` (a ``LoRABackbone``), optional ``neck`` and
 ``extract_feat``; a model family adds how a feature map becomes instance features
-(``debias_features``) and how its task loss is computed from given features
-(``debias_task_loss``).
+(``debias_features``). In stage 2 the model holds a typed, frozen ``Stage2Plan``
+(``debias_plan``) and ``debias_loss_parts`` gives the stage-2 loss parts (the upstream task
+loss, the feature loss, the gaps) to ``loss`` and to every tool. The task loss is the
+upstream class's own ``loss``, called unchanged; the features it computes are captured by a
+forward hook on the last module of the stage-1 path (the neck, else the backbone), as
+distillation recorders do, so no upstream method body is copied here.
 
 Stage 2 keeps the stage-1 path truly fixed: the backbone and the neck run in eval mode
 (norm layers use the running statistics the clustered features were computed with and never
@@ -25,19 +29,22 @@ the train/eval mode, and both passes of a step run inside the backbone's
 (stage-1 adapters only, no gradient) therefore gives bit-identical features to the
 extraction at the switch for the same input.
 """
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from mmdeblora.deblora import DebiasState, Stage2Settings, calibrate, feature_loss
+from mmdeblora.deblora import DebiasState, Stage2Settings
+from mmdeblora.deblora.plan import Stage2Gaps, Stage2Plan
 
 
 @runtime_checkable
 class DebiasModel(Protocol):
     """What ``DebLoRAHook`` and ``debias_model`` need from a model."""
 
-    def debias_check(self, stage2: Stage2Settings) -> None:
+    def debias_check(self, stage2: Stage2Settings, pool: Optional[str] = None) -> None:
         ...
 
     def instance_features(self, inputs: Tensor, data_samples: Sequence,
@@ -49,22 +56,43 @@ class DebiasModel(Protocol):
         ...
 
 
+@dataclass
+class Stage2LossParts:
+    """One stage-2 step's losses: the upstream task losses, the weighted feature loss
+    (``loss_deblora_feat``; None without a new adapter), the weighted loss on calibrated
+    copies (``loss_deblora_aug``; None without them) and the batch's gaps (logged as
+    ``deblora_cal_gap`` / ``deblora_other_gap`` next to the feature loss)."""
+    task: Dict[str, Tensor]
+    feature: Optional[Tensor]
+    augment: Optional[Tensor]
+    gaps: Stage2Gaps
+
+    def losses(self) -> Dict[str, Tensor]:
+        out = dict(self.task)
+        if self.feature is not None:
+            out['loss_deblora_feat'] = self.feature
+            # logged, not optimised (no 'loss' in the key): the batch's target reach
+            if self.gaps.num_cal:
+                out['deblora_cal_gap'] = self.feature.new_tensor(self.gaps.cal_gap)
+            if self.gaps.num_other:
+                out['deblora_other_gap'] = self.feature.new_tensor(self.gaps.other_gap)
+        if self.augment is not None:
+            out['loss_deblora_aug'] = self.augment
+        return out
+
+
 class DebiasMixin:
     """The de-biasing interface for a model with a ``LoRABackbone``; put it first in the
     bases (``class DebLoRAFasterRCNN(DebiasMixin, FasterRCNN)``)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._debias: Optional[dict] = None
+        self.debias_plan: Optional[Stage2Plan] = None
 
     # ------------------------------------------------------------------ family specific
     def debias_features(self, feats, data_samples: Sequence, pool: str = 'avg',
                         normalize: bool = True) -> Tuple[Tensor, Tensor]:
         """Instance features [N, D] and labels [N] from ``extract_feat``'s output."""
-        raise NotImplementedError
-
-    def debias_task_loss(self, feats, data_samples: Sequence) -> Dict[str, Tensor]:
-        """The model's own losses computed from the given ``extract_feat`` output."""
         raise NotImplementedError
 
     @property
@@ -75,8 +103,9 @@ class DebiasMixin:
         """Family-specific requirements (heads, extractors); raise TypeError."""
 
     # ------------------------------------------------------------------ the interface
-    def debias_check(self, stage2: Stage2Settings) -> None:
-        """Raise, naming what is missing, if this model cannot run the de-biasing stage."""
+    def debias_check(self, stage2: Stage2Settings, pool: Optional[str] = None) -> None:
+        """Raise, naming what is missing, if this model cannot run the de-biasing stage
+        (``pool``: the instance features' pooling, when known)."""
         from mmdeblora.models.backbones.lora_backbone import LoRABackbone
         bb = getattr(self, 'backbone', None)
         if not isinstance(bb, LoRABackbone):
@@ -88,17 +117,30 @@ class DebiasMixin:
         if missing:
             raise ValueError(f'DebLoRAHook.stage1_adapters names {missing}, which the '
                              f'backbone does not have; its adapters: {bb.adapter_names}')
-        if stage2.adapter_name not in bb.adapter_names:  # a stage-2 resume has it already
+        if stage2.new_adapter and stage2.adapter_name not in bb.adapter_names:
+            # (a stage-2 resume has it already)
             try:
                 bb.check_adapter_cfg(**stage2.adapter_cfg)
             except (ValueError, TypeError) as e:
                 raise ValueError(f'DebLoRAHook.adapter_cfg {stage2.adapter_cfg} cannot '
                                  f'build the new adapter: {e}') from e
         self._debias_family_check()
+        if stage2.augments:
+            self._debias_augment_check(stage2, pool)
+
+    def _debias_augment_check(self, stage2: Stage2Settings, pool: Optional[str]) -> None:
+        """Raise if the calibrated copies cannot be fed to this model's classifier."""
+        raise TypeError(f'{type(self).__name__} does not support DebLoRAHook.mode='
+                        f'{stage2.mode!r}')
+
+    def debias_augment_loss(self, feats, data_samples: Sequence) -> Tensor:
+        """The classifier's loss on calibrated copies of the batch's calibrated instances
+        (``extract_feat``'s output ``feats``; copies detached: the classifier trains)."""
+        raise NotImplementedError
 
     @property
     def debias_enabled(self) -> bool:
-        return self._debias is not None
+        return self.debias_plan is not None
 
     def instance_features(self, inputs: Tensor, data_samples: Sequence,
                           adapters: Optional[Sequence[str]] = None,
@@ -109,9 +151,9 @@ class DebiasMixin:
         Runs in the model's current train/eval mode; the caller decides on gradients.
         ``pool`` / ``normalize`` default to the stage-2 settings (or avg, True).
         """
-        d = self._debias or {}
-        pool = d.get('pool', 'avg') if pool is None else pool
-        normalize = d.get('normalize', True) if normalize is None else normalize
+        plan = self.debias_plan
+        pool = (plan.pool if plan else 'avg') if pool is None else pool
+        normalize = (plan.normalize if plan else True) if normalize is None else normalize
         if adapters is not None:
             with self.backbone.adapters_only(list(adapters)):
                 return self.instance_features(inputs, data_samples, None, pool, normalize)
@@ -120,31 +162,28 @@ class DebiasMixin:
         return self.debias_features(feats, data_samples, pool, normalize)
 
     def enter_debias_stage(self, state: DebiasState, stage2: Stage2Settings) -> None:
-        """Add the new adapter, freeze the stage-1 path, switch the feature loss on."""
+        """Freeze the stage-1 path, add the new adapter (not in ``augment`` mode), switch
+        the feature loss and / or the calibrated copies on."""
         self.debias_check(stage2)
         if state.class_centers.shape[0] != self.debias_num_classes:
             raise ValueError(f'{state.class_centers.shape[0]} class centers for a model '
                              f'with {self.debias_num_classes} classes')
         bb = self.backbone
         name, stage1 = stage2.adapter_name, list(stage2.stage1_adapters)
-        if name not in bb.adapter_names:
+        new = [name] if stage2.new_adapter else []
+        if new and name not in bb.adapter_names:
             bb.add_adapter(name, **stage2.adapter_cfg)
         for a in stage1:
             bb.freeze_adapter(a)
-        bb.unfreeze_adapter(name)
-        if stage2.freeze_backbone_extra:
+        for a in new:
+            bb.unfreeze_adapter(a)
+        if stage2.freeze_backbone_extra or not new:
             bb.set_trainable_extra([])
-        bb.set_active_adapters(stage1 + [name])
+        bb.set_active_adapters(stage1 + new)
         neck = getattr(self, 'neck', None)
-        if stage2.freeze_neck and isinstance(neck, nn.Module):
+        if (stage2.freeze_neck or not new) and isinstance(neck, nn.Module):
             neck.requires_grad_(False)
-        self._debias = dict(
-            class_centers=state.class_centers.detach().float(),
-            alphas=state.alphas.detach().float(), pool=state.pool,
-            calibrated=state.calibrated.detach().bool(),
-            normalize=state.normalize, renormalize=state.renormalize,
-            loss_weight=float(stage2.loss_weight), stage1_adapters=stage1, adapter=name,
-            loss_scale=float(state.loss_scale) if stage2.loss_normalize else 1.0)
+        self.debias_plan = Stage2Plan.build(state, stage2)
         self.train(self.training)
 
     # ------------------------------------------------------------------ stage 2
@@ -154,31 +193,59 @@ class DebiasMixin:
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self._debias is not None and mode:
+        if self.debias_plan is not None and mode:
             for module in self._stage1_path():
                 module.eval()
-            self.backbone.train_adapter_dropout([self._debias['adapter']], True)
+            if self.debias_plan.adapter is not None:
+                self.backbone.train_adapter_dropout([self.debias_plan.adapter], True)
         return self
 
     @torch.no_grad()
-    def debias_targets(self, inputs: Tensor, data_samples: Sequence) -> Tensor:
-        """Calibrated targets z_hat [N, D]: the stage-1 feature of the same input, moved
-        toward its class's de-biased center (alpha 0: unchanged)."""
-        d = self._debias
-        z1, labels = self.instance_features(inputs, data_samples, d['stage1_adapters'])
-        return calibrate(z1, labels, d['class_centers'].to(z1.device),
-                         d['alphas'].to(z1.device), d['renormalize'])
+    def debias_targets(self, inputs: Tensor, data_samples: Sequence) -> Tuple[Tensor, Tensor]:
+        """Stage-1 features z_1 [N, D] of the same input and their calibrated targets z_hat
+        (moved toward the class's de-biased center; alpha 0: z_1 unchanged)."""
+        plan = self.debias_plan
+        z1, labels = self.instance_features(inputs, data_samples, plan.stage1_adapters)
+        return z1, plan.targets(z1, labels)
+
+    @contextmanager
+    def _captured_features(self) -> Iterator[list]:
+        """Record the output of the stage-1 path's last module (= ``extract_feat``'s output)
+        while the upstream ``loss`` runs."""
+        seen: list = []
+        handle = self._stage1_path()[-1].register_forward_hook(
+            lambda module, args, out: seen.append(out))
+        try:
+            yield seen
+        finally:
+            handle.remove()
+
+    def debias_loss_parts(self, inputs: Tensor, data_samples: Sequence) -> Stage2LossParts:
+        """The stage-2 loss parts of a batch (the model must be in stage 2)."""
+        plan = self.debias_plan
+        if plan is None:
+            raise RuntimeError(f'{type(self).__name__} is not in the de-biasing stage: '
+                               'call enter_debias_stage first')
+        if plan.adapter is not None:  # augment alone: z_1 = z, no second pass
+            _, targets = self.debias_targets(inputs, data_samples)
+        with self._captured_features() as seen, self.backbone.deterministic_features():
+            task = super().loss(inputs, data_samples)
+        if len(seen) != 1:
+            raise RuntimeError(f'{type(self).__name__}.loss ran the stage-1 path '
+                               f'{len(seen)} times; the de-biasing stage needs exactly one '
+                               'extract_feat per step')
+        z, labels = self.debias_features(seen[0], data_samples, plan.pool, plan.normalize)
+        feature = augment = None
+        if plan.adapter is None:  # no new adapter: nothing to pull, z is z_1
+            targets = plan.targets(z.detach(), labels)
+        else:
+            feature = plan.feature_loss(z, targets, labels)
+        if plan.augment_weight > 0:
+            augment = plan.augment_weight * self.debias_augment_loss(seen[0], data_samples)
+        return Stage2LossParts(task=task, feature=feature, augment=augment,
+                               gaps=plan.gaps(z, targets, labels))
 
     def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str, Tensor]:
-        if self._debias is None:
+        if self.debias_plan is None:
             return super().loss(inputs, data_samples)
-        d = self._debias
-        targets = self.debias_targets(inputs, data_samples)
-        with self.backbone.deterministic_features():
-            feats = self.extract_feat(inputs)
-        losses = self.debias_task_loss(feats, data_samples)
-        z, labels = self.debias_features(feats, data_samples, d['pool'], d['normalize'])
-        calibrated = d['calibrated'].to(labels.device)[labels.long()]
-        gap = feature_loss(z, targets, calibrated)
-        losses['loss_deblora_feat'] = d['loss_weight'] / d['loss_scale'] * gap
-        return losses
+        return self.debias_loss_parts(inputs, data_samples).losses()

@@ -13,6 +13,10 @@ we save those four defaults by omission: ``__setstate__`` restores them anyway.
 :func:`register_safe_checkpoint_loader` makes mmengine's own loads pass
 ``weights_only=True`` explicitly (see there), and :func:`load_checkpoint_file` is the one
 load function for our tools, with errors that say what is wrong with a file.
+
+Nothing here runs on import: :func:`enable_safe_checkpoints` (called by
+:func:`mmdeblora.utils.register_all_modules`, which our tools call first, and by importing
+``mmdeblora.safe_loading``) installs both.
 """
 import os
 import os.path as osp
@@ -69,6 +73,17 @@ class CheckpointFileError(ValueError):
     """A checkpoint file that cannot or must not be loaded; the message names the file."""
 
 
+def _file_size(path: str, kind: str) -> int:
+    """The size of the file ``path``; refuses a missing or empty one, naming it."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{kind} {path!r} does not exist')
+    size = osp.getsize(path)
+    if size == 0:
+        raise CheckpointFileError(f'{kind} {path!r} is empty (0 bytes): an interrupted '
+                                  'save or copy?')
+    return size
+
+
 def _explain(path: str, size: int, err: BaseException) -> str:
     """What is wrong with the file, in a sentence, instead of torch's own advice (which,
     for an unsafe file, is to switch ``weights_only`` off)."""
@@ -98,17 +113,14 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
     ``weights_only`` unset, as mmengine's loaders do; passing it explicitly keeps a
     malicious checkpoint from running code even then. Errors name the file and say what
     is wrong with it (empty, cut short, not a checkpoint, refers to code) and never suggest
-    switching the check off.
+    switching the check off. mmengine's checkpoint contents (:func:`checkpoint_safe_globals`)
+    are allowed for this load only, whether or not :func:`enable_safe_checkpoints` ran.
     """
     path = osp.expanduser(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-    size = osp.getsize(path)
-    if size == 0:
-        raise CheckpointFileError(f'checkpoint {path!r} is empty (0 bytes): an interrupted '
-                                  'save or copy?')
+    size = _file_size(path, 'checkpoint')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError,
             zipfile.BadZipFile, UnicodeDecodeError) as err:
         raise CheckpointFileError(_explain(path, size, err)) from None
@@ -119,12 +131,7 @@ def load_safetensors_file(path: str) -> dict:
     is wrong with it (safetensors' own say "header too large" and no file name)."""
     from safetensors.torch import load_file
     path = osp.expanduser(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'safetensors file {path!r} does not exist')
-    size = osp.getsize(path)
-    if size == 0:
-        raise CheckpointFileError(f'safetensors file {path!r} is empty (0 bytes): an '
-                                  'interrupted save or copy?')
+    size = _file_size(path, 'safetensors file')
     try:
         return load_file(path, device='cpu')
     except Exception as err:  # safetensors raises its own SafetensorError, not exported
@@ -178,3 +185,18 @@ def register_safe_checkpoint_loader() -> None:
         if prefix != '' and not getattr(loader, 'weights_only', False):
             CheckpointLoader.register_scheme(prefix, _weights_only_scheme(loader), force=True)
     CheckpointLoader.register_scheme('', load_from_local_weights_only, force=True)
+
+
+def safe_checkpoint_loader_installed() -> bool:
+    """Whether mmengine's local checkpoint scheme is :func:`load_from_local_weights_only`."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    return CheckpointLoader._schemes.get('') is load_from_local_weights_only
+
+
+def enable_safe_checkpoints() -> None:
+    """Weights-only checkpoint loading for the whole process: mmengine's contents
+    allow-listed (:func:`register_checkpoint_safe_globals`) and every mmengine load routed
+    through weights-only loads (:func:`register_safe_checkpoint_loader`). Idempotent; what
+    ``register_all_modules(safe_checkpoints=True)`` and ``mmdeblora.safe_loading`` call."""
+    register_checkpoint_safe_globals()
+    register_safe_checkpoint_loader()

@@ -6,23 +6,112 @@ the CPU, gloo backend): mmengine's launcher always calls ``torch.cuda.set_device
 module. On a machine with CUDA nothing is changed.
 """
 import argparse
+import copy
 import datetime
+import logging
 import os
 import os.path as osp
-from typing import Optional
+import re
+import warnings
+from typing import Dict, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
+
+# Upstream messages every tool run printed, none of them about the user's run (issue 20):
+# (message regex, category) of Python warnings ...
+KNOWN_UPSTREAM_WARNINGS = (
+    # setuptools >= 81 on mmengine's and namespace packages' `import pkg_resources`
+    (r'pkg_resources is deprecated as an API', UserWarning),
+    # mmdet's Resize / RandomFlip clip every image's boxes; mmrotate's RotatedBoxes cannot
+    (r'The `clip` function does nothing in `RotatedBoxes`\.', UserWarning),
+)
+# ... and mmengine log warnings / lines (printed with print_log, not `warnings`)
+KNOWN_UPSTREAM_LOGS = tuple(re.compile(p) for p in (
+    # a registry that mmrotate / mmdet / mmpretrain do not extend (e.g. optim_wrapper): mmengine
+    # falls back to its own, the right one. A scope that is not installed still warns.
+    r'Failed to search registry with scope "(mmrotate|mmdet|mmpretrain|mmdeblora)" in the '
+    r'"\w+" registry tree\. As a workaround, the current "\w+" registry in "mmengine" is used',
+    # mmcv's image loading (LoadImageFromFile) still uses mmengine's FileClient
+    r'"FileClient" will be deprecated in future\. Please use io functions',
+    r'"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated',
+    # init_weights outside a runner: one INFO line per parameter (a runner writes them to
+    # its log file instead); the tools load a checkpoint over them anyway
+    r'\n\S+ - torch\.Size\(\[[\d, ]*\]\): \n',
+))
+
+
+class KnownUpstreamLogs(logging.Filter):
+    """Drops the records of :data:`KNOWN_UPSTREAM_LOGS`; everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not any(p.match(msg) for p in KNOWN_UPSTREAM_LOGS)
+
+
+def quiet_known_upstream_warnings() -> None:
+    """Silence :data:`KNOWN_UPSTREAM_WARNINGS` and :data:`KNOWN_UPSTREAM_LOGS`, by exact
+    message, for this process (tools only: the library stays as upstream made it).
+
+    Runs when a tool reads its config (:func:`load_config`) and again when it has built its
+    runner (:func:`build_runner`): the log filter goes to every mmengine logger existing
+    then, the runner's included. Idempotent.
+    """
+    for message, category in KNOWN_UPSTREAM_WARNINGS:
+        warnings.filterwarnings('ignore', message=message, category=category)
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance()  # the default 'mmengine' logger, if none yet
+    for logger in list(MMLogger._instance_dict.values()):
+        if not any(isinstance(f, KnownUpstreamLogs) for f in logger.filters):
+            logger.addFilter(KnownUpstreamLogs())
+
+
+# whitespace between two characters of a value (not beside a comma or bracket): mmengine's
+# DictAction deletes it, gluing the words together ('data/my dota/' -> 'data/mydota/')
+_GLUED = re.compile(r'[^\s,\[\]()]\s+[^\s,\[\]()]')
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` (``--cfg-options KEY=VALUE ...``) without its silent
+    change of values with spaces.
+
+    Upstream deletes every space of a value (``_parse_iterable``), whatever the shell
+    quoting, so ``data_root='data/my dota/'`` became ``data/mydota/``. Here a value quoted
+    *inside* the option, ``'KEY="data/my dota/"'``, is kept as that string, and any other
+    value with a space between two of its characters is refused, naming the key and that
+    quoting. Values without such spaces (``KEY=[1, 2]`` included) parse as upstream.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        options = copy.copy(getattr(namespace, self.dest, None) or {})
+        for kv in values or ():
+            if '=' not in kv:
+                parser.error(f'{option_string} {kv!r}: expected KEY=VALUE')
+            key, val = kv.split('=', maxsplit=1)
+            if len(val) > 1 and val[0] == val[-1] and val[0] in '\'"' \
+                    and re.search(r'\s', val[1:-1]):
+                options[key] = val[1:-1]  # quoted inside the option: kept as it is
+                continue
+            if _GLUED.search(val):
+                quoted = '{}="{}"'.format(key, val.strip('\'"'))
+                parser.error(
+                    f'{option_string} {kv!r}: mmengine deletes the spaces in option '
+                    f'values, so {key} would be {self._parse_iterable(val)!r}. To keep '
+                    f"them, quote the value inside the option: {option_string} '{quoted}'")
+            options[key] = self._parse_iterable(val)
+        setattr(namespace, self.dest, options)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """The OpenMMLab command-line options every tool shares."""
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options', nargs='+', action=CfgOptionsAction,
         help='override config settings, key=value (e.g. '
-        'train_dataloader.dataset.data_root=data/dota/)')
+        'train_dataloader.dataset.data_root=data/dota/); a value with spaces needs '
+        'quotes inside the option: \'key="data/my dota/"\'; DebLoRAHook.<option>=value '
+        'sets an option of the config\'s DebLoRAHook wherever custom_hooks lists it')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank, older versions --local_rank
@@ -30,16 +119,30 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register_all() -> None:
-    """Register mmdet, mmrotate, mmpretrain and mmdeblora modules (default scope: the
-    runner's, i.e. the config's ``default_scope``: mmrotate for detection, mmpretrain for
-    classification)."""
-    from mmdet.utils import register_all_modules as register_mmdet
-    from mmpretrain.utils import register_all_modules as register_mmpretrain
-    from mmrotate.utils import register_all_modules as register_mmrotate
-    register_mmdet(init_default_scope=False)
-    register_mmrotate(init_default_scope=False)
-    register_mmpretrain(init_default_scope=False)
-    import mmdeblora  # noqa: F401  registers our modules and the checkpoint allow-list
+    """``register_all_modules()`` with its defaults (:mod:`mmdeblora.utils.setup_env`), under
+    the name the tests use; tools call ``register_all_modules`` itself."""
+    from .setup_env import register_all_modules
+    register_all_modules()
+
+
+HOOK_PREFIX = 'DebLoRAHook.'
+
+
+def hook_keys(cfg, opts: Dict[str, object]) -> Dict[str, object]:
+    """Options addressed to the config's DebLoRAHook by name (``DebLoRAHook.loss_weight``)
+    become ``custom_hooks.<its index>.loss_weight``, whatever the order of the hook list
+    (the classification configs list ``TrainableParamsHook`` first, detection ones not)."""
+    named = sorted(k for k in opts if k.startswith(HOOK_PREFIX))
+    if not named:
+        return opts
+    index = [i for i, h in enumerate(cfg.get('custom_hooks') or [])
+             if isinstance(h, dict) and h.get('type') == 'DebLoRAHook']
+    if len(index) != 1:
+        raise ValueError(f'options {named} need exactly one DebLoRAHook in the config\'s '
+                         f'custom_hooks, it has {len(index)}; address the hook by its '
+                         'index instead (custom_hooks.<i>.<option>)')
+    return {(f'custom_hooks.{index[0]}.{k[len(HOOK_PREFIX):]}'
+             if k.startswith(HOOK_PREFIX) else k): v for k, v in opts.items()}
 
 
 def load_config(args: argparse.Namespace, work_dir: Optional[str] = None) -> Config:
@@ -47,6 +150,7 @@ def load_config(args: argparse.Namespace, work_dir: Optional[str] = None) -> Con
 
     Tools that take a CHECKPOINT argument get it checked here too, before any model is built.
     """
+    quiet_known_upstream_warnings()
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if not osp.isfile(args.config):
@@ -56,8 +160,8 @@ def load_config(args: argparse.Namespace, work_dir: Optional[str] = None) -> Con
         raise FileNotFoundError(f'checkpoint {checkpoint!r} does not exist')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    if args.cfg_options is not None:  # DebLoRAHook.<option>: the hook, wherever listed
+        cfg.merge_from_dict(hook_keys(cfg, args.cfg_options))
     # work_dir: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -65,6 +169,34 @@ def load_config(args: argparse.Namespace, work_dir: Optional[str] = None) -> Con
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def apply_resume(cfg: Config, resume: Optional[str], resume_or_start: bool = False) -> None:
+    """``--resume [CKPT]`` / ``--resume-or-start`` of tools/train.py into the config.
+
+    mmengine's auto resume (``resume=True`` without ``load_from``) starts a new run when the
+    work dir holds no checkpoint, so ``--resume`` with a mistyped work dir trained from
+    scratch to exit code 0. Here ``--resume`` without a path needs a checkpoint (the work
+    dir's ``last_checkpoint``, which mmengine reads) and fails before anything is built;
+    ``--resume-or-start`` keeps mmengine's behaviour for scripts that rerun one command.
+    """
+    if resume_or_start:
+        if resume is not None:
+            raise ValueError('--resume and --resume-or-start exclude each other')
+        cfg.resume, cfg.load_from = True, None
+    elif resume == 'auto':
+        marker = osp.join(cfg.work_dir, 'last_checkpoint')
+        if not osp.isfile(marker):
+            state = ('holds no checkpoint (no last_checkpoint file)' if osp.isdir(cfg.work_dir)
+                     else 'does not exist')
+            raise FileNotFoundError(
+                f'--resume: the work dir {cfg.work_dir!r} {state}, so there is nothing to '
+                'resume. Check --work-dir (or the config name, which names the default '
+                'work dir), give the checkpoint (--resume CKPT), or pass --resume-or-start '
+                'to start a new run when there is no checkpoint')
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        cfg.resume, cfg.load_from = True, resume
 
 
 def setup_cpu_distributed(cfg: Config) -> bool:
@@ -129,4 +261,6 @@ def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     setup_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    quiet_known_upstream_warnings()  # the runner's own logger too
+    return runner

@@ -10,6 +10,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mmdeblora.utils.atomic import atomic_path
+
 METHODS = ('pca', 'tsne')
 
 
@@ -79,6 +81,9 @@ def plot_embedding(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
         ax.set_title(f'{name}, {title}{note}')
     axes[0][0].legend(fontsize=6, markerscale=1.5, loc='best', ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # renamed into place: a symlink there is replaced, a failed write leaves no file
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return name

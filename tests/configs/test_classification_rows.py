@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 
 from mmdeblora.engine import use_checked_runner
-from mmdeblora.utils.launch import build_runner, register_all
+from mmdeblora.utils.launch import build_runner, hook_keys, register_all
 from tests.conftest import REPO, run_tool
 
 CFG = osp.join(REPO, 'configs', 'classification')
@@ -41,7 +41,7 @@ def test_debias_rows_share_their_options_and_the_lambda0_path():
     assert lora_h == clora_h
     assert load('bias_lora').train_cfg.max_epochs == 30 and lora_h['switch_epoch'] == 20
     cfg = load('bias_lora_deblora')
-    cfg.merge_from_dict({'custom_hooks.1.loss_weight': 0.0})  # the documented control
+    cfg.merge_from_dict(hook_keys(cfg, {'DebLoRAHook.loss_weight': 0.0}))  # the control
     assert cfg.custom_hooks[1]['loss_weight'] == 0.0
     assert cfg.custom_hooks[1]['type'] == 'DebLoRAHook'
 
@@ -107,7 +107,8 @@ def test_row_builds_and_trains_one_iteration(row, bias_target, tmp_path):
 @pytest.mark.slow
 def test_lambda0_control_runs_stage2_without_the_feature_loss(bias_target, tmp_path):
     register_all()
-    cfg = tiny('bias_lora_deblora', bias_target, str(tmp_path), {'custom_hooks.1.loss_weight': 0})
+    cfg = tiny('bias_lora_deblora', bias_target, str(tmp_path))
+    cfg.merge_from_dict(hook_keys(cfg, {'DebLoRAHook.loss_weight': 0}))  # the control
     runner = build_runner(cfg)
     runner.train()
     hook = next(h for h in runner.hooks if type(h).__name__ == 'DebLoRAHook')

@@ -120,6 +120,29 @@ def test_other_settings_are_not_overwritten(tmp_path):
         make_bias_target(str(tmp_path), log=None, hue=3)
 
 
+def test_a_folder_that_is_not_a_benchmark_says_so(tmp_path):
+    for part, make in (('target', make_bias_target), ('source', make_bias_source)):
+        folder = tmp_path / part
+        folder.mkdir()
+        (folder / 'notes.txt').write_text('mine')
+        kw = TINY if part == 'target' else dict(per_class=1, val_per_class=1)
+        for force in (False, True):
+            with pytest.raises(FileExistsError) as err:
+                make(str(tmp_path), force=force, log=None, **kw)
+            msg = str(err.value)
+            assert f'{str(folder)!r} is not a generated bias benchmark' in msg, msg
+            assert "['notes.txt']" in msg and 'another output folder' in msg
+            assert 'other settings' not in msg
+            assert (folder / 'notes.txt').read_text() == 'mine'   # --force deletes nothing
+    # an interrupted run (its own sub-folders, no target.json) is replaced with force
+    (tmp_path / 'target' / 'notes.txt').unlink()
+    (tmp_path / 'target' / 'train').mkdir()
+    with pytest.raises(FileExistsError, match=r'unfinished .*target.json does not exist'):
+        make_bias_target(str(tmp_path), log=None, **TINY)
+    make_bias_target(str(tmp_path), force=True, log=None, **TINY)
+    assert osp.isfile(tmp_path / 'target' / 'target.json')
+
+
 def test_source_images_are_seeded_objects():
     a = render_source_image('bird', np.random.RandomState(5))
     b = render_source_image('bird', np.random.RandomState(5))

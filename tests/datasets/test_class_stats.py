@@ -80,10 +80,10 @@ def test_groups_from_config_or_counts():
     classes = ['a', 'b', 'c']  # shares 90 %, 9.5 %, 0.5 %: head >= 10 %, tail < 1 %
     assert resolve_groups(classes, [180, 19, 1], 'auto') == dict(
         head=['a'], middle=['b'], tail=['c'])
-    assert resolve_groups(classes, [0, 5, 0], dict(tail=['a'])) == dict(
-        head=[], middle=[], tail=['a'])
-    dota = resolve_groups(list(DOTA_GROUPS['head']) + ['helicopter'], [1] * 5, 'dota')
-    assert dota['tail'] == ['helicopter'] and dota['middle'] == []
+    assert resolve_groups(classes, [0, 5, 0], dict(head=['b'], middle=['c'], tail=['a'])) \
+        == dict(head=['b'], middle=['c'], tail=['a'])
+    dota = resolve_groups(['plane', 'harbor', 'helicopter'], [1] * 3, 'dota')
+    assert dota == dict(head=['plane'], middle=['harbor'], tail=['helicopter'])
     with pytest.raises(ValueError, match='unknown class'):
         resolve_groups(classes, [1, 1, 1], dict(head=['zebra']))
     # one spelling: the hook's former 'counts' is refused, naming the accepted ones
@@ -93,3 +93,35 @@ def test_groups_from_config_or_counts():
         resolve_groups(classes, None, 'auto')
     with pytest.raises(ValueError, match='unknown group names'):
         resolve_groups(classes, None, dict(rare=['a']))
+
+
+def test_a_spec_that_leaves_a_class_or_a_group_out_is_refused():
+    classes = ['a', 'b', 'c']
+    # before: b and c in no group, head and middle empty, all without a word
+    with pytest.raises(ValueError, match=r"class\(es\) \['b', 'c'\] are in no group; "
+                       r"group\(s\) \['head', 'middle'\] are empty"):
+        resolve_groups(classes, [0, 5, 0], dict(tail=['a']))
+    # 'dota' on names that are not DOTA's: every group empty, every class in none
+    with pytest.raises(ValueError, match=r"groups='dota' does not fit .*\['car', 'truck'\] "
+                       r"are in no group.*only the 15 DOTA-v1.0 class names"):
+        resolve_groups(['car', 'truck'], None, 'dota')
+    # a subset of DOTA's classes that leaves a group empty
+    with pytest.raises(ValueError, match=r"group\(s\) \['middle'\] are empty"):
+        resolve_groups(list(DOTA_GROUPS['head']) + ['helicopter'], [1] * 5, 'dota')
+    # 'auto' puts every class somewhere; an empty band and an unseen tail class warn
+    import logging
+
+    from mmengine.logging import MMLogger
+    logged = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        assert resolve_groups(classes, [60, 40, 0], 'auto') == dict(
+            head=['a', 'b'], middle=[], tail=['c'])
+    finally:
+        logger.removeHandler(handler)
+    text = '\n'.join(logged)
+    assert "no class falls in group(s) ['middle']" in text
+    assert "tail class(es) ['c'] have no training instance" in text

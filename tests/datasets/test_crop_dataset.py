@@ -179,3 +179,77 @@ def test_real_samples_with_boxes_outside_the_thumbnails(shared_data, tmp_path):
     entry = osp.join(tmp_path, os.listdir(tmp_path)[0])
     assert any(crop_cache.read_index(entry)['records']['outside'])
     assert tuple(ds[0]['inputs'].shape) == (3, 24, 24)
+
+
+def _damage_cases(entry):
+    """(what, how) pairs: each damages one file of ``entry`` in its own way."""
+    crops, index = osp.join(entry, crop_cache.CROPS_FILE), osp.join(entry, crop_cache.INDEX_FILE)
+
+    def cut(path, keep):
+        with open(path, 'rb') as fh:
+            data = fh.read()
+        with open(path, 'wb') as fh:
+            fh.write(data[:keep(len(data))])
+
+    def other_crops():
+        arr = np.load(crops)
+        np.save(crops, arr[:-1])                   # a valid .npy, one crop short
+
+    def shorter_index():
+        import json
+        with open(index) as fh:
+            d = json.load(fh)
+        d['records']['label'] = d['records']['label'][:-1]
+        with open(index, 'w') as fh:
+            json.dump(d, fh)
+
+    return [('crops cut', lambda: cut(crops, lambda n: n // 2), 'cut short'),
+            ('crops header cut', lambda: cut(crops, lambda n: 20), 'not a .npy'),
+            ('crops replaced', other_crops, 'holds uint8'),
+            ('crops not npy', lambda: cut(crops, lambda n: 0), 'not a .npy'),
+            ('index cut', lambda: cut(index, lambda n: n - 10), 'not valid JSON'),
+            ('index shortened', shorter_index, 'records.label')]
+
+
+def test_damaged_cache_entry_is_named_when_opened(toy_root, tmp_path):
+    cache = tmp_path / 'cache'
+    n = len(_ds(toy_root, cache, 'test'))
+    entry = osp.join(cache, os.listdir(cache)[0])
+    saved = {f: open(osp.join(entry, f), 'rb').read()
+             for f in (crop_cache.CROPS_FILE, crop_cache.INDEX_FILE)}
+    for what, damage, problem in _damage_cases(entry):
+        damage()
+        with pytest.raises(RuntimeError) as err:       # crop_cache.CropCacheDamaged
+            _ds(toy_root, cache, 'test')
+        msg = str(err.value)
+        assert f'crop cache {entry!r} is damaged: remove it' in msg, what
+        assert problem in msg, (what, msg)
+        for f, data in saved.items():
+            with open(osp.join(entry, f), 'wb') as fh:
+                fh.write(data)
+    assert len(_ds(toy_root, cache, 'test')) == n   # restored: opens again
+    shutil.rmtree(entry)                             # what the message says: rebuilt
+    assert len(_ds(toy_root, cache, 'test')) == n
+
+
+def test_cache_entries_get_the_umask_permissions(toy_root, tmp_path):
+    old = os.umask(0o022)
+    try:
+        _ds(toy_root, tmp_path / 'cache', 'test')
+    finally:
+        os.umask(old)
+    entry = osp.join(tmp_path / 'cache', os.listdir(tmp_path / 'cache')[0])
+    assert os.stat(entry).st_mode & 0o777 == 0o755   # mkdtemp alone gives 0700
+    for f in os.listdir(entry):
+        assert os.stat(osp.join(entry, f)).st_mode & 0o777 == 0o644
+
+
+def test_val_split_that_picks_no_image_says_so(toy_root, tmp_path):
+    n_images = len({source_image(osp.splitext(f)[0])
+                    for f in os.listdir(osp.join(toy_root, 'trainval', 'annfiles'))})
+    with pytest.raises(ValueError) as err:
+        _ds(toy_root, tmp_path, 'val', val_fraction=0.001)   # round(40 * 0.001) == 0
+    msg = str(err.value)
+    assert 'val_fraction=0.001' in msg and f'none of the {n_images} source images' in msg
+    assert "folders['val']" in msg and 'no crop left' not in msg
+    assert len(_ds(toy_root, tmp_path, 'train', val_fraction=0.001))   # train is fine

@@ -33,6 +33,20 @@ def test_balanced_centers():
     assert torch.allclose(h[:2], MU)
 
 
+def test_top_cluster_centers():
+    # 3 clusters, 3 classes: class 0 mostly in cluster 0, class 1 in cluster 2, class 2
+    # split 2 / 3 / 0 between clusters 0 and 1 -> cluster 1 (its largest share), even
+    # though cluster 1 holds fewer instances in all than cluster 0
+    mu = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    counts = torch.tensor([[9, 0, 2], [1, 0, 3], [0, 4, 0]])
+    h = debiased_centers(mu, counts, 'top_cluster')
+    assert torch.equal(h, mu[[0, 2, 1]])
+    # a tie goes to the lowest cluster index; an absent class stays finite
+    counts = torch.tensor([[2, 0], [2, 0], [0, 0]])
+    h = debiased_centers(mu, counts, 'top_cluster')
+    assert torch.equal(h[0], mu[0]) and torch.isfinite(h[1]).all()
+
+
 def test_absent_class_gets_finite_center_and_zero_alpha():
     counts = torch.tensor([[3, 0], [1, 0]])
     h = debiased_centers(MU, counts, 'balanced')

@@ -58,6 +58,20 @@ def test_non_finite_features_are_named():
         kmeans(x, 4)
 
 
+def test_features_whose_distances_overflow_are_named():
+    # finite features of a diverged run: their squared distances overflow float32
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=gen) * 1e20
+    with pytest.raises(ValueError, match=r'squared distances .* overflow torch.float32') as err:
+        kmeans(x, 4)
+    assert 'diverged' in str(err.value) and 'multinomial' not in str(err.value)
+    x = torch.randn(200, 4, generator=gen) * 5e17   # each square fits, their sum does not
+    with pytest.raises(ValueError, match='overflow'):
+        kmeans(x, 4)
+    res = kmeans(x.double(), 4)                     # float64 holds them
+    assert torch.isfinite(res.centers).all() and res.labels.shape == (200,)
+
+
 def _worker(rank: int, world: int, port: int, x: torch.Tensor, out: str) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     tdist.init_process_group('gloo', rank=rank, world_size=world)

@@ -144,3 +144,53 @@ def test_resume_from_another_model_says_so(stage2, toy_root, tmp_path):
 def test_a_bad_mode_is_refused(toy_root, tmp_path):
     with pytest.raises(ValueError, match='checkpoint_mismatch must be one of'):
         build(make_cfg(PLAIN, toy_root, tmp_path, ['checkpoint_mismatch=ignore']))
+
+
+def test_more_data_classes_than_the_class_head_is_refused_at_build(tmp_path):
+    """20 class names against the 15-class bbox head: before, classes 15-19 trained as
+    background and the run ended with exit code 0. No data is read: the root is empty."""
+    from mmdeblora.utils.class_count_check import ClassCountError
+    cfg = make_cfg(PLAIN, str(tmp_path / 'no_data'), tmp_path)
+    cfg.train_dataloader.dataset.metainfo = dict(classes=[f'c{i}' for i in range(20)])
+    with pytest.raises(ClassCountError, match=re.escape(
+            'train_dataloader.dataset.metainfo.classes has 20 class names, more than the '
+            'model has: model.roi_head.bbox_head.num_classes=15')):
+        build(cfg)
+
+
+def test_the_guards_are_one_table_logged_at_start_each_switched_by_its_key(tmp_path):
+    """issue 19: what CheckedRunner adds without the config saying so is DEFAULT_GUARDS,
+    listed in the log with each guard's value and key; every guard switches off by its key.
+    No data is read: the root is empty."""
+    from mmengine.hooks import CheckpointHook
+
+    from mmdeblora.engine import AtomicCheckpointHook, RandomStateHook
+    from mmdeblora.engine.checked_runner import DEFAULT_GUARDS
+
+    def logged(runner):
+        with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+            return f.read()
+
+    root = str(tmp_path / 'no_data')
+    runner = build(make_cfg(PLAIN, root, tmp_path / 'on'))
+    log = logged(runner)
+    assert 'CheckedRunner guards (switch each with its top-level config key' in log
+    for key, guard in DEFAULT_GUARDS.items():
+        assert f'on  {key}={guard.default!r}: {guard.by}' in log, key
+    assert [type(h) for h in runner.hooks if isinstance(h, CheckpointHook)] == \
+        [AtomicCheckpointHook]
+    assert any(isinstance(h, RandomStateHook) for h in runner.hooks)
+    off = ['divergence_guard=None', 'exact_resume=False', 'class_count_check=False',
+           'component_checks=False', 'atomic_writes=False', 'checkpoint_mismatch=warn']
+    cfg = make_cfg(PLAIN, root, tmp_path / 'off', off)
+    cfg.train_dataloader.dataset.metainfo = dict(classes=[f'c{i}' for i in range(20)])
+    runner = build(cfg)  # 20 classes, 15-class head: not checked when switched off
+    log = logged(runner)
+    for item in off[:-1]:
+        assert f'off {item}:' in log, item
+    assert "on  checkpoint_mismatch='warn'" in log
+    assert [type(h) for h in runner.hooks if isinstance(h, CheckpointHook)] == \
+        [CheckpointHook]
+    assert not [h for h in runner.hooks if isinstance(h, (RandomStateHook, DivergenceHook))]
+    with pytest.raises(TypeError, match='class_count_check must be True or False'):
+        build(make_cfg(PLAIN, root, tmp_path / 'bad', ['class_count_check=yes']))

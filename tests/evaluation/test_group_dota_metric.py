@@ -75,15 +75,38 @@ def test_groups_from_counts_and_from_a_json(tmp_path):
 
 
 def test_bad_group_config_is_an_error():
-    with pytest.raises(ValueError, match='needs class_counts'):
-        GroupDOTAMetric(groups='auto')
     with pytest.raises(ValueError, match="'dota', 'auto'"):
         GroupDOTAMetric(groups='lvis')
+    # checked when the runner hands the metric its classes, before training
     m = GroupDOTAMetric(groups=dict(head=['plane'], tail=['plane']))
-    m.dataset_meta = dict(classes=CLS)
     with pytest.raises(ValueError, match='in groups'):
-        m.class_groups()
+        m.dataset_meta = dict(classes=CLS)
     m = GroupDOTAMetric(groups=dict(head=['aeroplane']))
-    m.dataset_meta = dict(classes=CLS)
     with pytest.raises(ValueError, match='unknown class'):
-        m.class_groups()
+        m.dataset_meta = dict(classes=CLS)
+    with pytest.raises(ValueError, match=r"groups='auto'\) needs the training counts.*"
+                       'class_stats.json'):
+        GroupDOTAMetric(groups='auto').dataset_meta = dict(classes=CLS)
+
+
+def test_dota_groups_on_other_classes_are_refused():
+    # before: every group empty (all nan) or 'car' silently in none
+    with pytest.raises(ValueError, match=r"GroupDOTAMetric.groups='dota' does not fit .*"
+                       r"\['car', 'truck'\] are in no group; group\(s\) "
+                       r"\['head', 'middle', 'tail'\] are empty"):
+        GroupDOTAMetric(groups='dota').dataset_meta = dict(classes=['car', 'truck'])
+    with pytest.raises(ValueError, match=r"\['car'\] are in no group"):
+        GroupDOTAMetric(groups='dota').dataset_meta = dict(classes=CLS + ['car'])
+
+
+def test_auto_groups_read_the_data_sets_training_counts():
+    samples = _samples(np.random.RandomState(1))
+    counts = [100] * 15
+    counts[CLS.index('plane')] = 1000
+    counts[CLS.index('helicopter')] = 1
+    metric = GroupDOTAMetric(groups='auto', nproc=1)
+    metric.dataset_meta = dict(classes=CLS, train_counts=counts)  # as GroupF1Metric reads
+    assert metric.class_groups()['head'] == ['plane']
+    metric.process({}, samples)
+    res = metric.compute_metrics(metric.results)
+    assert res['tail_mAP'] == pytest.approx(res['AP50/helicopter'])

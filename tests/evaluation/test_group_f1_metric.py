@@ -45,7 +45,8 @@ def test_group_scores_equal_sklearn_macro_f1(seed):
 
 
 def test_groups_come_from_the_dataset_when_not_given():
-    groups = dict(head=['plane'], middle=['ship'], tail=['helicopter', 'bridge'])
+    rest = [c for c in CLASSES if c not in ('plane', 'helicopter', 'bridge')]
+    groups = dict(head=['plane'], middle=rest, tail=['helicopter', 'bridge'])
     metric = GroupF1Metric(classwise=False)
     metric._meta = dict(groups=groups)
     gt = [0, 0, 6, 14, 2, 2]
@@ -60,3 +61,16 @@ def test_groups_come_from_the_dataset_when_not_given():
 def test_bad_group_spec_fails_at_build():
     with pytest.raises(ValueError, match='groups'):
         GroupF1Metric(groups='counts')
+
+
+def test_groups_that_match_no_class_are_refused_when_the_classes_are_set():
+    metric = GroupF1Metric(groups='dota')
+    with pytest.raises(ValueError, match=r"GroupF1Metric.groups='dota' does not fit .*"
+                       r"\['car', 'truck', 'bus'\] are in no group"):
+        metric.dataset_meta = dict(classes=['car', 'truck', 'bus'])
+    metric = GroupF1Metric()  # the data set's groups, leaving 'ship' out
+    with pytest.raises(ValueError, match=r"the data set's groups .*\['ship'\] are in no "
+                       'group'):
+        metric.dataset_meta = dict(
+            classes=['plane', 'ship', 'helicopter', 'harbor'],
+            groups=dict(head=['plane'], middle=['harbor'], tail=['helicopter']))

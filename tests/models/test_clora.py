@@ -142,3 +142,25 @@ def test_debias_stage_on_clora_uses_each_images_own_route():
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items()
                if 'lora_B.deblora' in n)  # B = 0: A gets none yet
     assert all(g is None for n, g in grads.items() if '.clora_' in n)
+
+
+def test_forward_switches_each_route_once(monkeypatch):
+    """A cLoRA forward switches the LoRA layers once per route and once back (issue 19),
+    never walks the base parameters, and leaves the active set and trainability as they
+    were."""
+    bb = build().backbone.eval()
+    bb.freeze_adapter('clora_head')
+    grads = {n: p.requires_grad for n, p in bb.named_parameters()}
+    layer = bb.base.layer1[0].conv1
+    switches, walks = [], []
+    switch, walk = layer.set_adapter, bb.base.named_parameters
+    monkeypatch.setattr(layer, 'set_adapter',
+                        lambda names, *a, **k: switches.append(list(names)) or switch(names))
+    monkeypatch.setattr(bb.base, 'named_parameters',
+                        lambda *a, **k: walks.append(1) or walk(*a, **k))
+    with torch.no_grad():
+        bb(images())
+    assert switches == [[name] for name in bb.routes] + [bb.routes]
+    assert walks == []
+    assert bb.active_adapters == bb.routes
+    assert {n: p.requires_grad for n, p in bb.named_parameters()} == grads

@@ -109,3 +109,22 @@ def test_refuses_a_run_dir_it_did_not_make(tmp_path):
     (ours / 'epoch_1.pth').write_text('half-done')
     tool.prepare_run_dir(str(ours))  # ours, without result.json: started again
     assert sorted(os.listdir(ours)) == [tool.MARKER]
+
+
+def test_table_files_replace_a_symlink_not_write_through(tmp_path):
+    tool = load_tool()
+    wd = tmp_path / 'table'
+    for row, tails in (('lora', (10., 20.)), ('lora_deblora', (14., 26.))):
+        for seed, tail in enumerate(tails):
+            os.makedirs(wd / row / f'seed{seed}')
+            (wd / row / f'seed{seed}' / 'result.json').write_text(
+                json.dumps(fake(row, seed, tail)))
+    mine = tmp_path / 'mine.md'
+    mine.write_text("the user's notes")
+    for name in ('table.md', 'table.json'):
+        os.symlink(mine, wd / name)
+    assert tool.main(['--work-dir', str(wd), '--table-only', '--rows', 'lora',
+                      'lora_deblora', '--seeds', '0', '1']) == 0
+    assert mine.read_text() == "the user's notes"
+    assert not osp.islink(wd / 'table.md') and '| LoRA |' in (wd / 'table.md').read_text()
+    assert json.loads((wd / 'table.json').read_text())['rows']['lora']['tail_f1'][0] == 15.

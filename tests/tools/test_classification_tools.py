@@ -79,3 +79,23 @@ def test_zero_shot_trains_only_the_classifier(bench, tmp_path):
     with open(osp.join(wd, 'trainable_params.json')) as fh:
         counts = json.load(fh)
     assert counts['trainable'] == counts['trainable.head'] == 128 * 15 + 15
+
+
+def test_generator_refuses_a_folder_that_is_not_a_benchmark(tmp_path):
+    (tmp_path / 'source').mkdir()
+    (tmp_path / 'source' / 'notes.txt').write_text('mine')
+    proc = run_tool('data/make_bias_benchmark.py', str(tmp_path), '--no-foundation',
+                    check=False)
+    assert proc.returncode != 0
+    assert 'is not a generated bias benchmark' in proc.stderr and 'notes.txt' in proc.stderr
+    assert 'other settings' not in proc.stderr
+    # a foundation.pth without the record this tool writes is not replaced either
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'make_bias_benchmark', osp.join(REPO, 'tools', 'data', 'make_bias_benchmark.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / 'foundation.pth').write_bytes(b'someone else\'s weights')
+    with pytest.raises(FileExistsError, match='is not a foundation this tool finished'):
+        tool.pretrain_foundation(str(tmp_path), dict(fingerprint='x'), 0, force=False)
+    assert (tmp_path / 'foundation.pth').read_bytes() == b'someone else\'s weights'

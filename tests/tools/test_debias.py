@@ -20,7 +20,9 @@ def test_debias_report(toy_root, tmp_path):
     from mmdeblora.utils.launch import register_all
     register_all()
     torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(CFG).model)
+    cfg = Config.fromfile(CFG)
+    cfg.model.backbone.pretrained = None  # as toy_options sets it: no toy foundation needed
+    model = MODELS.build(cfg.model)
     model.init_weights()
     ckpt = str(tmp_path / 'stage1.pth')
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)

@@ -159,3 +159,82 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path):
     tool.replace_dir(str(folder), lambda tmp: open(osp.join(tmp, 'b'), 'w').close())
     assert [p.name for p in folder.iterdir()] == ['b']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['adapters', 'model.pth']
+
+
+def test_outputs_get_the_umask_permissions_and_replace_symlinks(tmp_path):
+    import os
+    tool = _merge_tool()
+    target = tmp_path / 'elsewhere.pth'
+    target.write_bytes(b'not ours')
+    out = tmp_path / 'model.pth'
+    out.symlink_to(target)
+    old = os.umask(0o022)
+    try:
+        tool.write_atomic(str(out), lambda tmp: torch.save({'a': 1}, tmp))
+        tool.write_atomic(str(tmp_path / 'model.py'),
+                          lambda tmp: Config(dict(a=1)).dump(tmp))   # goes by extension
+        tool.replace_dir(str(tmp_path / 'adapters'),
+                         lambda tmp: open(osp.join(tmp, 'b'), 'w').close())
+    finally:
+        os.umask(old)
+    assert not out.is_symlink() and target.read_bytes() == b'not ours'
+    assert os.stat(out).st_mode & 0o777 == 0o644                  # mkstemp gave 0600
+    assert os.stat(tmp_path / 'model.py').st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / 'adapters').st_mode & 0o777 == 0o755   # mkdtemp gave 0700
+    assert Config.fromfile(str(tmp_path / 'model.py')).a == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'adapters', 'elsewhere.pth', 'model.pth', 'model.py']
+
+
+def test_a_slim_checkpoint_merges_with_the_base_from_pretrained(tmp_path, monkeypatch):
+    """issue 20: a slim checkpoint (LoRACheckpointHook: the frozen base left out, to be
+    rebuilt from the config's `pretrained`) failed with "20 of the 20 frozen base tensors
+    differ": the tool dropped `pretrained`. Now the base is loaded from it as training did,
+    checked, and the merged model computes what the LoRA model computed."""
+    import logging
+
+    from mmdeblora.engine.hooks import LoRACheckpointHook
+    from tests.engine.hooks.test_lora_checkpoint_hook import r18_file
+    pretrained = r18_file(tmp_path, seed=7)
+    cfg_path = tmp_path / 'r18_lora.py'
+    base = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_r18_lora_toy.py')
+    cfg_path.write_text(f'_base_ = {base!r}\n'
+                        f'model = dict(backbone=dict(pretrained={pretrained!r}))\n')
+    torch.manual_seed(0)
+    model = _build(Config.fromfile(str(cfg_path))).eval()
+
+    class Runner:  # what the hook reads
+        logger = logging.getLogger('test_merge_lora')
+
+    runner = Runner()
+    runner.model = model
+    hook = LoRACheckpointHook(slim=True)
+    hook.before_run(runner)  # the base as built from `pretrained`
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # adapters and norms as if trained
+        for key, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    checkpoint = {'meta': {'epoch': 1}, 'state_dict': model.state_dict()}
+    hook.before_save_checkpoint(runner, checkpoint)
+    assert len(checkpoint['meta']['omitted_keys']) >= 20
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save(checkpoint, ckpt)
+
+    tool, out = _merge_tool(), tmp_path / 'merged.pth'
+    monkeypatch.setattr('sys.argv', ['merge_lora.py', str(cfg_path), str(ckpt), str(out)])
+    tool.main()
+    merged = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
+    plain = _build(Config.fromfile(str(tmp_path / 'merged.py'))).eval()
+    plain.load_state_dict(merged, strict=True)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(plain.extract_feat(x), model.extract_feat(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+    # without the file it was trained from: says so, and which file
+    monkeypatch.setattr('sys.argv', ['merge_lora.py', str(cfg_path), str(ckpt),
+                                     str(tmp_path / 'again.pth'), '--cfg-options',
+                                     f'model.backbone.pretrained={tmp_path}/gone.pth'])
+    with pytest.raises(FileNotFoundError, match=r'slim checkpoint.*r18_seed7\.pth.*gone\.pth'):
+        tool.main()

@@ -20,6 +20,12 @@ def test_one_training_iteration(name, toy_root, tmp_path):
     log = proc.stdout + proc.stderr
     assert 'Epoch(train) [1][1/1]' in log and 'loss_rpn_cls' in log
     assert 'dota/mAP' in log
+    # issue 20: the trainable-parameter count, as classification runs log it, and none of
+    # upstream's known warnings (tools/ start-up, mmdeblora.utils.launch)
+    assert 'trainable parameters: ' in log and (tmp_path / 'trainable_params.json').is_file()
+    for noise in ('pkg_resources', 'The `clip` function does nothing',
+                  'Failed to search registry with scope "mmrotate"', '"FileClient"'):
+        assert noise not in log, noise
     import torch
     ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=True)
     lora = [k for k in ckpt['state_dict'] if '.lora_A.default.' in k]

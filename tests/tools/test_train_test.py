@@ -8,7 +8,6 @@ import pytest
 import torch
 from mmengine.fileio import load
 
-import mmdeblora  # noqa: F401  allow-lists mmengine's checkpoint contents
 from tests.conftest import REPO, TOY_CFG, run_tool, toy_options
 from tests.utils.test_checkpoint import EVIL, UNSAFE_ADVICE
 
@@ -30,7 +29,7 @@ def test_checkpoint_needs_the_allow_list_under_weights_only(trained):
     """mmengine checkpoints hold a HistoryBuffer: torch refuses it unless allow-listed."""
     _, ckpt = trained
     code = ('import sys, torch\n'
-            'if sys.argv[2] == "1": import mmdeblora\n'
+            'if sys.argv[2] == "1": import mmdeblora; mmdeblora.register_all_modules()\n'
             'torch.load(sys.argv[1], map_location="cpu", weights_only=True)\n')
     bare = subprocess.run([sys.executable, '-c', code, ckpt, '0'],
                           capture_output=True, text=True)
@@ -111,6 +110,33 @@ def test_resume_continues_from_the_last_checkpoint(trained, toy_root, tmp_path):
     assert re.search(r'resumed epoch: 1', log), log[-3000:]
     assert 'Epoch(train) [1]' not in log and 'Epoch(train) [2]' in log
     assert (resumed / 'epoch_2.pth').is_file()
+
+
+def test_resume_without_a_checkpoint_stops_and_resume_or_start_starts(toy_root, tmp_path):
+    """Before, ``--resume`` with a mistyped work dir trained from scratch to exit code 0."""
+    typo = tmp_path / 'typo'
+    opts = toy_options(toy_root, ['train_cfg.val_begin=100', 'train_dataloader.batch_size=2',
+                                  'train_dataloader.dataset.indices=2'])
+    proc = run_tool('train.py', TOY_CFG, '--work-dir', str(typo), '--resume', *opts,
+                    check=False)
+    assert proc.returncode != 0
+    assert (f"FileNotFoundError: --resume: the work dir '{typo}' does not exist, so there "
+            'is nothing to resume') in proc.stderr, proc.stderr[-3000:]
+    assert not typo.exists()
+    # the explicit flag keeps mmengine's behaviour: start when there is no checkpoint
+    run_tool('train.py', TOY_CFG, '--work-dir', str(typo), '--resume-or-start', *opts)
+    assert (typo / 'epoch_1.pth').is_file()
+
+
+def test_cfg_option_with_a_space_is_refused_by_the_tools(tmp_path):
+    """Before, ``data_root=data/my dota/`` became ``data/mydota/`` without a word."""
+    for tool, args in (('train.py', []), ('test.py', [str(tmp_path / 'none.pth')])):
+        proc = run_tool(tool, TOY_CFG, *args, '--cfg-options',
+                        'test_dataloader.dataset.data_root=data/my dota/', check=False)
+        assert proc.returncode == 2
+        assert ("test_dataloader.dataset.data_root would be 'data/mydota/'. To keep them, "
+                'quote the value inside the option: --cfg-options '
+                '\'test_dataloader.dataset.data_root="data/my dota/"\'') in proc.stderr
 
 
 def test_trained_toy_model_runs_on_the_real_dota_samples(trained, shared_data, tmp_path):

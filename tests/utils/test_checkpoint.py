@@ -10,7 +10,6 @@ import pytest
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-import mmdeblora  # noqa: F401  registers the safe loader
 from mmdeblora.utils import CheckpointFileError, register_safe_checkpoint_loader
 
 EVIL = '''
@@ -45,6 +44,7 @@ def test_malicious_checkpoint_runs_code_through_plain_mmengine(evil):
 def test_malicious_checkpoint_is_refused_under_the_env_override(evil):
     path, marker = evil
     code = ('import sys, mmdeblora; from mmengine.runner.checkpoint import _load_checkpoint\n'
+            'mmdeblora.register_all_modules()\n'
             '_load_checkpoint(sys.argv[1])\n')
     env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD='1')
     proc = subprocess.run([sys.executable, '-c', code, path], env=env, capture_output=True,
@@ -139,3 +139,52 @@ def test_broken_safetensors_files_name_the_file(tmp_path, content, message):
     with pytest.raises(CheckpointFileError) as err:
         read_adapter_folder(str(folder))
     assert 'adapter_model.safetensors' in str(err.value) and message in str(err.value)
+
+
+LOADING_STATE = '''
+import json, sys, torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+def state():
+    return dict(loader=CheckpointLoader._schemes[''].__module__,
+                allow_listed=HistoryBuffer in torch.serialization.get_safe_globals(),
+                getstate=HistoryBuffer.__getstate__.__module__)
+states = [state()]
+import mmdeblora
+states.append(state())
+from mmengine.config import Config
+Config.fromfile(sys.argv[1])  # custom_imports = [..., 'mmdeblora.safe_loading']
+states.append(state())
+print(json.dumps(states))
+'''
+
+
+def test_importing_mmdeblora_changes_no_loading_and_safe_loading_does(tmp_path):
+    """issue 19: ``import mmdeblora`` (e.g. for one loss) leaves mmengine's checkpoint
+    loader, torch's allow-list and mmengine's pickling as they are; a config listing
+    ``mmdeblora.safe_loading`` in ``custom_imports`` (mmrotate's own tools) installs them."""
+    import json
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("custom_imports = dict(imports=['mmdeblora', 'mmdeblora.safe_loading'], "
+                   'allow_failed_imports=False)\n')
+    proc = subprocess.run([sys.executable, '-c', LOADING_STATE, str(cfg)],
+                          capture_output=True, text=True, check=True)
+    bare, imported, configured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert bare == dict(loader='mmengine.runner.checkpoint', allow_listed=False,
+                        getstate='mmengine.logging.history_buffer')
+    assert imported == bare
+    assert configured == dict(loader='mmdeblora.utils.checkpoint', allow_listed=True,
+                              getstate='mmdeblora.utils.checkpoint')
+
+
+def test_register_all_modules_installs_the_safe_loader(monkeypatch):
+    from mmengine.runner.checkpoint import load_from_local
+
+    from mmdeblora.utils import register_all_modules, safe_checkpoint_loader_installed
+    monkeypatch.setattr(CheckpointLoader, '_schemes',
+                        dict(CheckpointLoader._schemes, **{'': load_from_local}))
+    assert not safe_checkpoint_loader_installed()
+    register_all_modules(safe_checkpoints=False)
+    assert not safe_checkpoint_loader_installed()
+    register_all_modules()
+    assert safe_checkpoint_loader_installed()

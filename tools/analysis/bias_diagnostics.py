@@ -42,7 +42,9 @@ from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DefaultScope
 
-from mmdeblora.utils.launch import register_all
+from mmdeblora.utils import register_all_modules
+from mmdeblora.utils.atomic import atomic_open
+from mmdeblora.utils.launch import quiet_known_upstream_warnings
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ORACLE_CFG = osp.join(REPO, 'configs', 'classification', 'bias_lora_oracle.py')
@@ -80,24 +82,9 @@ def load_cfg(path: str, options) -> Config:
 
 
 def load_model(cfg: Config, checkpoint: str):
-    from mmpretrain.registry import MODELS
-
-    from mmdeblora.utils.checkpoint import load_checkpoint_file
-    model_cfg = cfg.model.copy()
-    if cfg.get('data_preprocessor'):  # as mmengine's Runner does
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
-        model = MODELS.build(model_cfg)
-    ckpt = load_checkpoint_file(checkpoint)
-    info = ckpt.get('deblora') if isinstance(ckpt, dict) else None
-    if info and info.get('stage', 1) == 2:  # a stage-2 model: its adapters, as tools/test.py
-        from mmdeblora.deblora.state import DebiasState
-        from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
-        _, stage2 = split_options(hook_options(cfg))
-        model.enter_debias_stage(DebiasState.from_dict(info['state']), stage2)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    """The config's model with the checkpoint (a stage-2 one in its stage 2), eval mode."""
+    from mmdeblora.engine.stage2 import load_debias_model
+    return load_debias_model(cfg, checkpoint).eval()
 
 
 def build_split(cfg: Config, loader: str):
@@ -222,9 +209,8 @@ NUMBERS += [(label, ('distances', key)) for key, label in DISTANCES]
 
 def mean_sd(values, fmt: str = '{:8.3f} +- {:6.3f}') -> str:
     """Mean and sample sd (NaN for one value) of a list of numbers, formatted."""
-    import numpy as np
-    v = np.array(values, dtype=float)
-    return fmt.format(v.mean(), v.std(ddof=1) if len(v) > 1 else float('nan'))
+    from mmdeblora.utils.summary import fmt_mean_sd
+    return fmt_mean_sd(values, fmt)
 
 
 def aggregate(runs) -> str:
@@ -253,13 +239,13 @@ def calibration_report(cfg: Config, model, state_dir: str) -> dict:
     from mmdeblora.deblora.state import DebiasState
     from mmdeblora.deblora.stats import feature_stats
     from mmdeblora.engine import build_extraction_loader, extract_features
-    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
+    from mmdeblora.engine.stage2 import settings_from_config
     from mmdeblora.evaluation import bias_diagnostics as bd
     if not hasattr(model, 'instance_features'):
         raise TypeError(f'{type(model).__name__} has no instance_features: --deblora-state '
                         'needs the debLoRA config of the run (e.g. bias_lora_deblora.py)')
     state = DebiasState.load(state_dir)
-    settings, _ = split_options(hook_options(cfg))
+    settings, _ = settings_from_config(cfg)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         loader = build_extraction_loader(cfg, settings)  # the switch's own extraction
     classes = list(loader.dataset.metainfo['classes'])
@@ -333,6 +319,7 @@ def aggregate_calibration(runs) -> str:
 
 def main() -> None:
     args = parse_args()
+    quiet_known_upstream_warnings()  # and init_weights' line per parameter
     if args.aggregate:
         runs = []
         for path in args.aggregate:
@@ -349,19 +336,19 @@ def main() -> None:
         for path in (args.checkpoint, osp.join(args.deblora_state, 'deblora_state.json')):
             if not osp.isfile(path):
                 raise FileNotFoundError(f'{path!r} does not exist')
-        register_all()
+        register_all_modules()
         cfg = load_cfg(args.config, args.cfg_options)
         res = calibration_report(cfg, load_model(cfg, args.checkpoint), args.deblora_state)
         res.update(config=args.config, checkpoint=args.checkpoint,
                    deblora_state=args.deblora_state)
         print(format_calibration(res))
         if args.out:
-            with open(args.out, 'w') as fh:
+            with atomic_open(args.out) as fh:
                 json.dump(res, fh, indent=2)
         return
     if not (args.config and args.checkpoint and args.oracle_checkpoint):
         raise SystemExit('need CONFIG, CHECKPOINT and --oracle-checkpoint (or --aggregate)')
-    register_all()
+    register_all_modules()
     cfg = load_cfg(args.config, args.cfg_options)
     oracle_cfg = load_cfg(args.oracle_config, args.cfg_options)
     for path in (args.checkpoint, args.oracle_checkpoint):
@@ -374,7 +361,7 @@ def main() -> None:
                oracle_config=args.oracle_config, oracle_checkpoint=args.oracle_checkpoint)
     print(format_report(res))
     if args.out:
-        with open(args.out, 'w') as fh:
+        with atomic_open(args.out) as fh:
             json.dump(res, fh, indent=2)
 
 

@@ -54,7 +54,7 @@ ROWS: 'OrderedDict[str, Tuple[str, str, Dict[str, object]]]' = OrderedDict([
     ('lora_reslt', ('LoRA + ResLT', 'bias_lora_reslt.py', {})),
     ('lora_deblora', ('LoRA + debLoRA', 'bias_lora_deblora.py', {})),
     ('lora_deblora_l0', ('LoRA + debLoRA, lambda 0 (control)', 'bias_lora_deblora.py',
-                         {'custom_hooks.1.loss_weight': 0.0})),
+                         {'DebLoRAHook.loss_weight': 0.0})),
     ('oracle', ('LoRA, balanced training data (oracle, reference)', 'bias_lora_oracle.py',
                 {})),
 ])
@@ -91,7 +91,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--table-only', action='store_true',
                    help='only assemble the table from the finished runs')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                   help='config overrides applied to every run, key=value')
+                   help='config overrides applied to every run, key=value; '
+                   'DebLoRAHook.<option>=value addresses the de-biasing hook by name')
     p.add_argument('--worker', nargs='+', default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.seeds is None:
@@ -143,7 +144,8 @@ def run_options(cfg, row: str, seed: int, args: argparse.Namespace) -> Dict[str,
                              f'custom_hooks.{i}.kmeans': dict(n_init=1, seed=0),
                              f'custom_hooks.{i}.plot': None})
     opts.update(args.cfg_options)
-    return opts
+    from mmdeblora.utils.launch import hook_keys
+    return hook_keys(cfg, opts)
 
 
 def build_cfg(row: str, seed: int, args: argparse.Namespace, work_dir: str):
@@ -208,14 +210,25 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     result = dict(row=row, label=ROWS[row][0], config=ROWS[row][1], seed=seed,
                   options={k: v for k, v in opts.items()}, checkpoint=ckpt,
                   metrics={k: float(v) for k, v in metrics.items()},
+                  reach=last_reach(cfg.work_dir),
                   trainable_params=stage1 + extra, stage2_params=extra,
                   train_seconds=round(train_s, 1), train_cpu_seconds=round(train_cpu, 1),
                   test_seconds=round(time.time() - start, 1))
-    tmp = osp.join(out, 'result.json.tmp')
-    with open(tmp, 'w') as fh:
+    from mmdeblora.utils.atomic import atomic_open
+    with atomic_open(osp.join(out, 'result.json')) as fh:  # whole, or not at all
         json.dump(result, fh, indent=2, default=str)
-    os.replace(tmp, osp.join(out, 'result.json'))
     return result
+
+
+def last_reach(work_dir: str) -> Optional[dict]:
+    """The last target-reach row DebLoRAHook wrote (``deblora/reach.csv``), if any."""
+    import csv
+    path = osp.join(work_dir, 'deblora', 'reach.csv')
+    if not osp.isfile(path):
+        return None
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: float(v) for k, v in rows[-1].items()} if rows else None
 
 
 def result_path(work_dir: str, row: str, seed: int) -> str:
@@ -224,8 +237,8 @@ def result_path(work_dir: str, row: str, seed: int) -> str:
 
 def worker(args: argparse.Namespace) -> int:
     """Run the unfinished seeds of the given rows in this process; 1 if any failed."""
-    from mmdeblora.utils.launch import register_all
-    register_all()
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
     failed = []
     for row in args.worker:
         for seed in args.seeds:
@@ -245,13 +258,6 @@ def worker(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- statistics
-def mean_sd(values: Sequence[float]) -> Tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float('nan')
-    return mean, sd
-
-
 def paired_interval(a: Dict[int, float], b: Dict[int, float],
                     level: float = 0.95) -> Optional[dict]:
     """Mean of a - b over the seeds both have, with its two-sided t interval."""
@@ -260,6 +266,7 @@ def paired_interval(a: Dict[int, float], b: Dict[int, float],
     if not seeds:
         return None
     d = [a[s] - b[s] for s in seeds]
+    from mmdeblora.utils.summary import mean_sd
     mean, sd = mean_sd(d)
     if len(d) < 2:
         return dict(n=1, mean=mean, sd=sd, low=float('nan'), high=float('nan'), seeds=seeds)
@@ -281,6 +288,7 @@ def collect(work_dir: str, rows: Sequence[str], seeds: Sequence[int]) -> Dict[st
 
 
 def summarize(results: Dict[str, List[dict]]) -> dict:
+    from mmdeblora.utils.summary import mean_sd
     rows = OrderedDict()
     for row, runs in results.items():
         entry = dict(label=ROWS[row][0], config=ROWS[row][1], seeds=[r['seed'] for r in runs])
@@ -365,9 +373,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = 'python tools/analysis/classification_table.py ' + ' '.join(
         a for a in (argv if argv is not None else sys.argv[1:]))
     text = markdown(summary, command.strip())
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as fh:
+    from mmdeblora.utils.atomic import atomic_open  # renamed into place, not written through
+    with atomic_open(osp.join(args.work_dir, 'table.md')) as fh:
         fh.write(text)
-    with open(osp.join(args.work_dir, 'table.json'), 'w') as fh:
+    with atomic_open(osp.join(args.work_dir, 'table.json')) as fh:
         json.dump(summary, fh, indent=2)
     print(text)
     missing = [(r, s) for r in args.rows for s in args.seeds

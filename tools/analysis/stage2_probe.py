@@ -49,25 +49,19 @@ def grad_norm(loss: torch.Tensor, params) -> float:
     return math.sqrt(sum(float((g.detach() ** 2).sum()) for g in grads if g is not None))
 
 
-def probe_step(model, batch, weight: float, adapter) -> dict:
-    """One stage-2 step's loss parts (the model's own stage-2 loss, split up); the
-    total to optimise is returned under ``'_total'``."""
-    from mmdeblora.deblora import feature_loss
-    d = model._debias
+def probe_step(model, batch, adapter) -> dict:
+    """One stage-2 step's loss parts (``debias_loss_parts``, the model's own stage-2 loss);
+    the total to optimise is returned under ``'_total'``."""
     data = model.data_preprocessor(batch, True)
-    inputs, samples = data['inputs'], data['data_samples']
-    targets = model.debias_targets(inputs, samples)
-    with model.backbone.deterministic_features():
-        feats = model.extract_feat(inputs)
-    task, _ = model.parse_losses(model.debias_task_loss(feats, samples))
-    z, labels = model.debias_features(feats, samples, d['pool'], d['normalize'])
-    cal = d['calibrated'].to(labels.device)[labels.long()]
-    feat = weight * feature_loss(z, targets, cal)
-    gap = ((z - targets) ** 2).sum(1).detach() / d['loss_scale']
-    return dict(cal_gap=float(gap[cal].mean()) if cal.any() else float('nan'),
-                other_gap=float(gap[~cal].mean()) if (~cal).any() else float('nan'),
+    parts = model.debias_loss_parts(data['inputs'], data['data_samples'])
+    task, _ = model.parse_losses(parts.task)
+    feat = parts.feature if parts.feature is not None else task * 0
+    if parts.augment is not None:  # the classifier's loss on calibrated copies
+        task = task + parts.augment
+    return dict(cal_gap=parts.gaps.cal_gap, other_gap=parts.gaps.other_gap,
                 task_loss=float(task), feat_loss=float(feat),
-                calibrated=int(cal.sum()), instances=int(cal.numel()),
+                calibrated=parts.gaps.num_cal,
+                instances=parts.gaps.num_cal + parts.gaps.num_other,
                 grad_task=grad_norm(task, adapter), grad_feat=grad_norm(feat, adapter),
                 _total=task + feat)
 
@@ -75,19 +69,16 @@ def probe_step(model, batch, weight: float, adapter) -> dict:
 def main() -> None:
     args = parse_args()
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
 
-    from mmdeblora.deblora import DebiasState
-    from mmdeblora.engine.hooks.deblora_hook import hook_options, split_options
+    from mmdeblora.engine.stage2 import load_debias_model, settings_from_config, stage2_parameters
     from mmdeblora.utils.launch import load_config, register_all
     register_all()
     cfg = load_config(args)
     init_default_scope(cfg.get('default_scope', 'mmrotate'))
-    opts = hook_options(cfg)
-    if args.loss_weight is not None:
-        opts['loss_weight'] = args.loss_weight
-    _, stage2 = split_options(opts)
+    overrides = {} if args.loss_weight is None else dict(loss_weight=args.loss_weight)
+    _, stage2 = settings_from_config(cfg, **overrides)
     out = args.out or osp.join(cfg.work_dir, 'stage2_probe.csv')
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; give another --out')
@@ -95,16 +86,9 @@ def main() -> None:
         raise ValueError(f'--iters must be >= 1, got {args.iters}')
 
     torch.manual_seed(args.seed)
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
-                    logger='current')
-    state = DebiasState.load(args.state)
-    model.enter_debias_stage(state, stage2)
+    model = load_debias_model(cfg, args.checkpoint, state=args.state, stage2=stage2)
     model.train()
-    adapter = [p for n, p in model.named_parameters()
-               if p.requires_grad and f'.{stage2.adapter_name}' in n]
-    if not adapter:
-        raise RuntimeError(f'no trainable parameter of adapter {stage2.adapter_name!r}')
+    adapter = stage2_parameters(model)
     if args.adamw is not None:
         cfg.optim_wrapper.optimizer = dict(type='AdamW', lr=args.adamw, weight_decay=1e-4)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -112,14 +96,12 @@ def main() -> None:
         for group in optim.param_groups:
             group['lr'] = args.lr
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=args.seed)
-    d = model._debias
-    weight = d['loss_weight'] / d['loss_scale']
     it, writer = 0, None
     f = open(out, 'x', newline='')  # row by row: an interrupted probe keeps its rows
     try:
         while it < args.iters:
             for batch in loader:
-                row = dict(iter=it, **probe_step(model, batch, weight, adapter))
+                row = dict(iter=it, **probe_step(model, batch, adapter))
                 optim.update_params(row.pop('_total'))
                 if writer is None:
                     writer = csv.DictWriter(f, fieldnames=list(row))

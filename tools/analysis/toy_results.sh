@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The toy result tables of docs/baselines.md and docs/deblora.md: every run starts its
-# LoRA ResNet-18 from the same trained toy model (the main job's epoch_6.pth, FOUNDATION)
-# and trains 6 epochs on the generated long-tailed DOTA with the same seed (SEED, default 0),
-# so LoRA and debLoRA share their first 4 epochs and differ only in stage 2. Usage:
+# LoRA ResNet-18 from the same trained toy model (FOUNDATION, made with seed 0 by
+# `bash tools/make_toy_foundation.sh`; the published tables started from an unseeded run of
+# the main job, work_dirs/oriented_rcnn_r18_toy/epoch_6.pth) and trains 6 epochs on the
+# generated long-tailed DOTA with the same seed (SEED, default 0), so LoRA and debLoRA
+# share their first 4 epochs and differ only in stage 2. Usage:
 #   bash tools/analysis/toy_results.sh [RUN ...]   (default: all runs, one after another)
 # RUN in: lora reweight reweight_sqrt reweight_en ecm reslt deblora, and the debLoRA
 # ablations deblora_cs (weighting=class_share), deblora_l1 / deblora_l02 / deblora_l005 / deblora_l002 /
@@ -19,14 +21,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 PY="${PY:-.venv/bin/python}"
-FOUNDATION="${FOUNDATION:-work_dirs/oriented_rcnn_r18_toy/epoch_6.pth}"
+FOUNDATION="${FOUNDATION:-work_dirs/toy_foundation/epoch_6.pth}"
 OUT="${OUT:-work_dirs/results}"
 SEED="${SEED:-0}"
-[ -f "$FOUNDATION" ] || { echo "missing $FOUNDATION: run tools/run_toy.sh first" >&2; exit 1; }
+[ -f "$FOUNDATION" ] || {
+  echo "missing $FOUNDATION: run bash tools/make_toy_foundation.sh first" >&2; exit 1; }
 [ -d data/toy_dota/trainval ] || $PY tools/data/make_toy_dota.py data/toy_dota
 B=configs/baselines
 DEBLORA=configs/deblora/oriented_rcnn_r18_deblora_toy.py
-H=custom_hooks.0
+H=DebLoRAHook  # the config's DebLoRAHook, by name (tools/train.py maps it)
 RW=model.roi_head.bbox_head.loss_cls.mode
 
 RUNS=("$@")

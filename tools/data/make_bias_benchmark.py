@@ -36,8 +36,9 @@ def pretrain_foundation(out: str, source: dict, seed: int, force: bool,
     """Train the foundation on ``OUT/source`` unless ``OUT/foundation.pth`` is current."""
     from mmengine.config import Config
 
-    from mmdeblora.utils.launch import build_runner, register_all
-    register_all()
+    from mmdeblora.utils import register_all_modules
+    from mmdeblora.utils.launch import build_runner
+    register_all_modules()
     cfg = Config.fromfile(FOUNDATION_CFG)
     cfg.randomness = dict(seed=seed, deterministic=False)
     if epochs:  # shorter pretraining (tests); part of the fingerprint like any setting
@@ -48,12 +49,22 @@ def pretrain_foundation(out: str, source: dict, seed: int, force: bool,
         cfg[loader].dataset.data_root = osp.join(out, 'source')
     cfg.test_dataloader = cfg.val_dataloader
     ckpt, meta_path = osp.join(out, 'foundation.pth'), osp.join(out, 'foundation.json')
-    if osp.isfile(ckpt) and osp.isfile(meta_path):
-        with open(meta_path) as fh:
-            meta = json.load(fh)
-        if meta.get('fingerprint') == fp:
+    if osp.lexists(ckpt):
+        try:
+            with open(meta_path) as fh:
+                meta = json.load(fh)
+            held = meta.get('fingerprint')
+        except (OSError, ValueError, AttributeError):  # absent, cut, not a JSON object
+            meta, held = None, None
+        if held == fp:
             print(f'foundation up to date: {ckpt} ({fp})')
             return meta
+        if held is None and not force:
+            raise FileExistsError(
+                f'{ckpt} is not a foundation this tool finished: {meta_path} is missing or '
+                'unreadable (another file, or an interrupted run). Choose another output '
+                'folder (the default is data/bias_benchmark), move the file away, or pass '
+                '--force to replace it')
         if not force:
             raise FileExistsError(f'{ckpt} was trained with other settings ({meta_path}); '
                                   'pass --force to retrain it')

@@ -7,7 +7,10 @@
 # readable annotation errors, GroupDOTAMetric for head / middle / tail mAP.
 _base_ = 'mmrotate::_base_/datasets/dota.py'
 
-custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
+# mmdeblora.safe_loading: weights-only checkpoint loads also under mmengine's / mmrotate's
+# own tools (ours call mmdeblora.utils.register_all_modules); README, "Using it"
+custom_imports = dict(imports=['mmdeblora', 'mmdeblora.safe_loading'],
+                      allow_failed_imports=False)
 
 data_root = 'data/split_ss_dota/'
 dataset_type = 'CheckedDOTADataset'

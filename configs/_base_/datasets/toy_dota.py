@@ -9,7 +9,10 @@
 # `test` split for validation and testing, CheckedDOTADataset and GroupDOTAMetric.
 _base_ = 'mmrotate::_base_/datasets/dota.py'
 
-custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
+# mmdeblora.safe_loading: weights-only checkpoint loads also under mmengine's / mmrotate's
+# own tools (ours call mmdeblora.utils.register_all_modules); README, "Using it"
+custom_imports = dict(imports=['mmdeblora', 'mmdeblora.safe_loading'],
+                      allow_failed_imports=False)
 
 data_root = 'data/toy_dota/'
 img_scale = (256, 256)

@@ -1,7 +1,10 @@
 # Runtime shared by the classification configs: mmpretrain's registries, CPU-friendly
 # hooks. Classification runs with default_scope='mmpretrain' (detection: 'mmrotate').
 default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmdeblora'], allow_failed_imports=False)
+# mmdeblora.safe_loading: weights-only checkpoint loads also under mmengine's / mmrotate's
+# own tools (ours call mmdeblora.utils.register_all_modules); README, "Using it"
+custom_imports = dict(imports=['mmdeblora', 'mmdeblora.safe_loading'],
+                      allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

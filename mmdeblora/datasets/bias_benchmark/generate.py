@@ -18,7 +18,7 @@ import json
 import math
 import os
 import os.path as osp
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -134,16 +134,49 @@ def target_counts(settings: dict) -> Dict[str, Dict[str, int]]:
                 test={c: settings['test_per_class'] for c in CLASS_ORDER})
 
 
-def _check_fresh(path: str, json_name: str, fp: str, force: bool) -> bool:
-    """True when ``path`` already holds this fingerprint; raise on another one."""
+def _held_fingerprint(meta: str) -> Optional[str]:
+    """The fingerprint a part's summary records; None when it is missing or unreadable."""
+    try:
+        with open(meta) as fh:
+            fp = json.load(fh).get('fingerprint')
+    except (OSError, ValueError, AttributeError):  # absent, cut, or not a JSON object
+        return None
+    return fp if isinstance(fp, str) else None
+
+
+def _check_fresh(path: str, json_name: str, fp: str, force: bool,
+                 subdirs: Sequence[str] = ()) -> bool:
+    """True when ``path`` already holds this fingerprint; raise on another one.
+
+    A folder without a readable ``json_name`` was not finished by this generator: made of
+    its own ``subdirs`` only, it is an interrupted run (replaced with ``force``); holding
+    anything else, it is not a generated benchmark and is never deleted, even with
+    ``force``.
+    """
     meta = osp.join(path, json_name)
     if not osp.exists(path):
         return False
-    if osp.isfile(meta):
-        with open(meta) as fh:
-            if json.load(fh).get('fingerprint') == fp:
-                return True
-    if not force:
+    if osp.isdir(path) and not os.listdir(path):
+        return False  # an empty folder: nothing to keep
+    held = _held_fingerprint(meta)
+    if held == fp:
+        return True
+    if held is None:
+        why = 'is unreadable' if osp.isfile(meta) else 'does not exist'
+        strange = (sorted(set(os.listdir(path)) - set(subdirs) - {json_name})
+                   if osp.isdir(path) else None)
+        if strange is None or strange:
+            what = 'is a file' if strange is None else f'holds {strange[:5]}'
+            raise FileExistsError(
+                f'{path!r} is not a generated bias benchmark: {meta} {why} and it {what}, '
+                'which the generator does not write. Choose another output folder (the '
+                'default is data/bias_benchmark) or move that away; --force does not '
+                'delete what the generator did not write')
+        if not force:
+            raise FileExistsError(
+                f'{path!r} is an unfinished bias benchmark part ({meta} {why}: an '
+                'interrupted run?); pass force=True (--force) to generate it again')
+    elif not force:
         raise FileExistsError(f'{path!r} exists and holds other settings (see {meta}); '
                               'pass force=True (--force) to replace it')
     import shutil
@@ -160,7 +193,7 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
     s = dict(SOURCE_DEFAULTS, **settings)
     fp = settings_fingerprint('source', s)
     path = osp.join(out_dir, 'source')
-    if _check_fresh(path, 'source.json', fp, force):
+    if _check_fresh(path, 'source.json', fp, force, subdirs=('train', 'val')):
         if log:
             log(f'source domain up to date: {path} ({fp})')
         with open(osp.join(path, 'source.json')) as fh:
@@ -190,12 +223,12 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
     style = TargetStyle(s['bias'], s['cue_strength'], s['stripe_period'])
     fp = settings_fingerprint('target', s)
     path = osp.join(out_dir, 'target')
-    if _check_fresh(path, 'target.json', fp, force):
+    counts = target_counts(s)
+    if _check_fresh(path, 'target.json', fp, force, subdirs=tuple(counts)):
         if log:
             log(f'target domain up to date: {path} ({fp})')
         with open(osp.join(path, 'target.json')) as fh:
             return json.load(fh)
-    counts = target_counts(s)
     written = {}
     for part, want in counts.items():
         written[part] = render_scenes(osp.join(path, part), want, style,

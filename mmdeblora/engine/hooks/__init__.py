@@ -1,3 +1,4 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .class_stats_hook import ClassStatsHook
 from .deblora_hook import DebLoRAHook
 from .divergence_hook import DivergenceError, DivergenceHook
@@ -7,4 +8,4 @@ from .trainable_params_hook import TrainableParamsHook, trainable_params
 
 __all__ = ['ClassStatsHook', 'DebLoRAHook', 'TrainableParamsHook', 'trainable_params',
            'DivergenceError', 'DivergenceHook', 'LoRACheckpointHook', 'RandomStateHook',
-           'add_exact_resume_hooks']
+           'add_exact_resume_hooks', 'AtomicCheckpointHook']

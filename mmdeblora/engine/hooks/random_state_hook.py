@@ -230,24 +230,16 @@ class RandomStateHook(Hook):
 
 
 # ---------------------------------------------------------------------- the default
-def add_exact_resume_hooks(runner) -> None:
-    """What ``CheckedRunner`` does for every run: add ``RandomStateHook`` (options from
-    the config key ``exact_resume``, a dict; ``None`` or ``False`` switches it off) unless
+def add_exact_resume_hooks(runner, options: dict) -> None:
+    """What ``CheckedRunner`` does for every run (config key ``exact_resume``, read and
+    checked there with the other guards): add ``RandomStateHook(**options)`` unless
     ``custom_hooks`` has one, and under DDP mmengine's ``SyncBuffersHook`` unless present.
 
     A runner-level default because mmengine replaces list-valued ``custom_hooks`` on
     inheritance: a hook added in a base config is lost in every config with its own.
     """
-    opts = runner.cfg.get('exact_resume', {})
-    if opts is None or opts is False:
-        return
-    if opts is True:
-        opts = {}
-    if not isinstance(opts, dict):
-        raise TypeError(f'exact_resume must be a dict of RandomStateHook options, None or '
-                        f'False, got {opts!r}')
     if not any(isinstance(h, RandomStateHook) for h in runner.hooks):
-        runner.register_hook(RandomStateHook(**opts))
+        runner.register_hook(RandomStateHook(**options))
     if dist.get_world_size() > 1 and \
             not any(isinstance(h, SyncBuffersHook) for h in runner.hooks):
         runner.register_hook(SyncBuffersHook())

@@ -7,6 +7,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from mmdeblora.utils.atomic import atomic_open
+
 
 def trainable_params(model) -> Dict[str, int]:
     """Trainable / total parameter counts, overall and per top-level module."""
@@ -35,5 +37,5 @@ class TrainableParamsHook(Hook):
         runner.logger.info(f"trainable parameters: {counts['trainable']:,} of "
                            f"{counts['total']:,} ({parts})")
         if runner.rank == 0:
-            with open(osp.join(runner.work_dir, 'trainable_params.json'), 'w') as fh:
+            with atomic_open(osp.join(runner.work_dir, 'trainable_params.json')) as fh:
                 json.dump(counts, fh, indent=2)

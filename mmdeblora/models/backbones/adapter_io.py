@@ -17,7 +17,10 @@ one adapter. The format before peft's (``adapters.json`` + ``<name>.safetensors`
 read, so adapters saved by earlier versions keep loading; it is no longer written.
 
 Everything is read and checked (finite values, a LoRA configuration we can build) before
-the caller changes its model: see ``read_adapter_folder``.
+the caller changes its model: see ``read_adapter_folder``. A JSON file that does not parse
+or lacks what it needs is an error naming that file. Files are written through
+``mmdeblora.utils.atomic`` (a temporary beside the final name, renamed into place, with the
+permissions the umask gives).
 """
 import json
 import math
@@ -28,6 +31,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from mmdeblora.utils.atomic import atomic_path
 from mmdeblora.utils.checkpoint import load_safetensors_file
 
 PEFT_CONFIG = 'adapter_config.json'
@@ -73,10 +77,47 @@ def lora_config_dict(cfg: dict) -> dict:
 
 
 def _atomic_json(obj, path: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
         json.dump(obj, f, indent=2, default=lambda o: sorted(o) if isinstance(o, set) else str(o))
-    os.replace(tmp, path)
+
+
+_REWRITE = ('write the folder again (LoRABackbone.save_adapters, or peft\'s save_pretrained) '
+            'or restore it from a copy')
+
+
+def _read_json(path: str, required: Dict[str, str]) -> dict:
+    """A JSON object from ``path`` with the ``required`` keys (key -> what it holds)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            raw = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f'{path}: not valid JSON ({e}); {_REWRITE}') from e
+    if not isinstance(raw, dict):
+        raise ValueError(f'{path}: holds a JSON {type(raw).__name__}, not an object; '
+                         f'{_REWRITE}')
+    missing = [f'{k} ({what})' for k, what in required.items() if raw.get(k) is None]
+    if missing:
+        raise ValueError(f'{path}: missing {", ".join(missing)}; {_REWRITE}')
+    return raw
+
+
+def _lora_config(raw: dict, cfg_path: str) -> dict:
+    """LoRABackbone's adapter config from peft's ``adapter_config.json`` content."""
+    r, alpha = raw['r'], raw['lora_alpha']
+    dropout, targets = raw.get('lora_dropout', 0.0), raw['target_modules']
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f'{cfg_path}: r={r!r}, the LoRA rank must be a positive integer; '
+                         f'{_REWRITE}')
+    for key, value in (('lora_alpha', alpha), ('lora_dropout', dropout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'{cfg_path}: {key}={value!r} is not a number; {_REWRITE}')
+    if not (isinstance(targets, str) or (
+            isinstance(targets, list) and targets
+            and all(isinstance(t, str) for t in targets))):
+        raise ValueError(f'{cfg_path}: target_modules={targets!r} is neither a regex nor a '
+                         f'non-empty list of module names; {_REWRITE}')
+    return dict(rank=r, alpha=alpha, dropout=float(dropout),
+                target_modules=_targets(targets))
 
 
 def adapter_subdir(path_dir: str, name: str) -> str:
@@ -91,9 +132,9 @@ def write_peft_adapter(folder: str, cfg: dict, tensors: Dict[str, torch.Tensor],
     from safetensors.torch import save_file
     os.makedirs(folder, exist_ok=True)
     weights = osp.join(folder, PEFT_WEIGHTS)
-    save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-              weights + '.tmp', metadata={'format': 'pt', 'adapter': name})
-    os.replace(weights + '.tmp', weights)
+    with atomic_path(weights) as tmp:
+        save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous()
+                   for k, v in tensors.items()}, tmp, metadata={'format': 'pt', 'adapter': name})
     _atomic_json(lora_config_dict(cfg), osp.join(folder, PEFT_CONFIG))
     return weights
 
@@ -119,8 +160,8 @@ def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
     for path in (cfg_path, weights):
         if not osp.isfile(path):
             raise FileNotFoundError(f'adapter {name!r}: {path!r} does not exist')
-    with open(cfg_path) as f:
-        raw = json.load(f)
+    raw = _read_json(cfg_path, dict(r='the LoRA rank', lora_alpha='the LoRA scale numerator',
+                                    target_modules='the adapted layers'))
     if raw.get('peft_type', 'LORA') != 'LORA':
         raise ValueError(f'{cfg_path}: peft_type {raw.get("peft_type")!r}, only LORA adapters '
                          'can be loaded into LoRABackbone')
@@ -129,11 +170,7 @@ def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
     if odd:
         raise ValueError(f'{cfg_path}: LoRABackbone cannot reproduce {odd} (plain LoRA only: '
                          'r, lora_alpha, lora_dropout, target_modules)')
-    if raw.get('target_modules') is None:
-        raise ValueError(f'{cfg_path}: no target_modules')
-    cfg = dict(rank=int(raw['r']), alpha=raw['lora_alpha'],
-               dropout=float(raw.get('lora_dropout', 0.0)),
-               target_modules=_targets(raw['target_modules']))
+    cfg = _lora_config(raw, cfg_path)
     tensors = load_safetensors_file(weights)
     strange = [k for k in tensors if not k.startswith(PEFT_PREFIX)]
     if strange:
@@ -145,8 +182,8 @@ def _read_peft_adapter(folder: str, name: str) -> AdapterFile:
 
 
 def _read_legacy(path_dir: str) -> AdapterFolder:
-    with open(osp.join(path_dir, LEGACY_INDEX)) as f:
-        meta = json.load(f)
+    meta = _read_json(osp.join(path_dir, LEGACY_INDEX),
+                      dict(adapters='name -> config', active='the active adapters'))
     adapters = []
     for name, cfg in meta['adapters'].items():
         path = osp.join(path_dir, f'{name}.safetensors')
@@ -172,8 +209,8 @@ def read_adapter_folder(path_dir: str, names: Optional[List[str]] = None) -> Ada
     if not osp.isdir(path_dir):
         raise FileNotFoundError(f'adapter folder {path_dir!r} does not exist')
     if osp.isfile(osp.join(path_dir, INDEX)):
-        with open(osp.join(path_dir, INDEX)) as f:
-            index = json.load(f)
+        index = _read_json(osp.join(path_dir, INDEX),
+                           dict(adapters='name -> sub-folder', active='the active adapters'))
         adapters = [_read_peft_adapter(osp.normpath(osp.join(path_dir, rel)), name)
                     for name, rel in index['adapters'].items()
                     if names is None or name in names]

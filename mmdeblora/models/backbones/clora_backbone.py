@@ -18,7 +18,7 @@ adapter that is not a route (shared). So ``adapters_only(routes)`` gives the sta
 model, ``adapters_only([])`` the base for every route, and a debLoRA stage adds its adapter
 to every route.
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
@@ -56,17 +56,22 @@ class CLoRABackbone(LoRABackbone):
             self.add_adapter(name)
         self.routes: List[str] = names
 
-    def route_adapters(self, route: str) -> List[str]:
-        """The adapters of ``route``'s pass under the current active set."""
-        active = self.active_adapters
+    def route_adapters(self, route: str, active: Optional[Sequence[str]] = None) -> List[str]:
+        """The adapters of ``route``'s pass under ``active`` (default: the current set)."""
+        active = self.active_adapters if active is None else list(active)
         shared = [a for a in active if a not in self.routes]
         return ([route] if route in active else []) + shared
 
     def forward(self, x: torch.Tensor):
-        outs = []
-        for route in self.routes:
-            with self.adapters_only(self.route_adapters(route)):
+        # one adapter switch per route and one back (not an adapters_only per route: a
+        # switch costs a walk over the LoRA layers, see LoRABackbone._switch_active)
+        saved, outs = self.active_adapters, []
+        try:
+            for route in self.routes:
+                self._switch_active(self.route_adapters(route, saved))
                 outs.append(self.base(x))
+        finally:
+            self._switch_active(saved)
         if isinstance(outs[0], torch.Tensor):
             return torch.cat(outs)
         return tuple(torch.cat(level) for level in zip(*outs))

@@ -164,6 +164,7 @@ class LoRABackbone(BaseModule):
         self._configs: Dict[str, dict] = {}
         self._trainable: Dict[str, bool] = {}
         self._active: List[str] = []
+        self._tuner_layers: List[BaseTunerLayer] = []  # the peft layers, see _apply_state
         self._extra = [re.compile(p) for p in trainable_extra]
         self.add_adapter(adapter_name)
         self._check_extras()
@@ -289,15 +290,43 @@ class LoRABackbone(BaseModule):
         return (m for m in self.base.modules() if isinstance(m, BaseTunerLayer))
 
     def _apply_state(self) -> None:
-        """Push the remembered active set and trainability into the peft layers."""
-        for layer in self._lora_layers():
-            layer.set_adapter(list(self._active))
+        """Push the remembered active set and trainability into the peft layers and the
+        base parameters (a walk over every parameter: runs when adapters, trainability or
+        extras change). Also refreshes the list of peft layers ``_switch_active`` uses."""
+        self._tuner_layers = list(self._lora_layers())
+        self._switch_active(self._active)
         for name, param in self.base.named_parameters():
-            adapter = self._adapter_of_key(name)
-            if adapter is not None:
-                param.requires_grad_(self._trainable[adapter])
-            else:
+            if self._adapter_of_key(name) is None:
                 param.requires_grad_(self._is_extra(name, self._extra))
+
+    def _switch_active(self, names: Sequence[str]) -> None:
+        """Make ``names`` (checked) the active set in every peft layer; trainability stays.
+
+        Runs twice per ``adapters_only`` (every stage-2 step) and once per route of a cLoRA
+        forward, so it touches only the LoRA layers (cached by ``_apply_state``) and their
+        adapter tensors, never the base parameters: peft's ``set_adapter`` sets
+        ``requires_grad`` from activeness, and the remembered trainability is put back
+        where the two differ.
+        """
+        self._active = list(dict.fromkeys(names))
+        active = list(self._active)
+        fix = {a: t for a, t in self._trainable.items() if t != (a in active)}
+        for layer in self._tuner_layers:
+            layer.set_adapter(active)
+            if not fix:
+                continue
+            for attr in _ADAPTER_ATTRS:
+                for adapter, part in getattr(layer, attr).items():
+                    if adapter not in fix:
+                        continue
+                    if isinstance(part, nn.Parameter):
+                        part.requires_grad_(fix[adapter])
+                        continue
+                    # a LoRA A / B is one Linear or Conv2d: its own tensors, no generator
+                    params = part.parameters() if part._modules else part._parameters.values()
+                    for param in params:
+                        if param is not None:
+                            param.requires_grad_(fix[adapter])
 
     def _check_names(self, names: Sequence[str]) -> None:
         unknown = [n for n in names if n not in self._configs]
@@ -340,12 +369,15 @@ class LoRABackbone(BaseModule):
     @contextmanager
     def adapters_only(self, names: Sequence[str]):
         """Temporarily run with only ``names`` active (``[]``: the base model)."""
+        if isinstance(names, str):
+            names = [names]
+        self._check_names(names)
         saved = list(self._active)
-        self.set_active_adapters(names)
+        self._switch_active(names)
         try:
             yield self
         finally:
-            self.set_active_adapters(saved)
+            self._switch_active(saved)
 
     # ------------------------------------------------------------------ de-biasing support
     def check_adapter_cfg(self, rank: Optional[int] = None, alpha: Optional[float] = None,

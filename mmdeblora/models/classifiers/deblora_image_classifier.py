@@ -7,7 +7,7 @@ linear head classifies, L2-normalised. A head whose input holds several rows per
 ``ImageClassifier``; after it, every step adds ``loss_deblora_feat``
 (``mmdeblora.models.debias_mixin``).
 """
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from mmpretrain.models import ImageClassifier
@@ -40,5 +40,28 @@ class DebLoRAImageClassifier(DebiasMixin, ImageClassifier):
             x = view(x, labels)
         return pool_feats(x, pool, normalize), labels
 
-    def debias_task_loss(self, feats, data_samples: Sequence) -> Dict[str, Tensor]:
-        return self.head.loss(feats, data_samples)
+    def _debias_augment_check(self, stage2, pool=None) -> None:
+        if hasattr(self.head, 'instance_view'):
+            raise TypeError(f'DebLoRAHook.mode={stage2.mode!r} needs one feature row per '
+                            f'image; {type(self.head).__name__} has several (cLoRA routes)')
+        if not hasattr(self.head, 'pre_logits'):
+            raise TypeError(f'DebLoRAHook.mode={stage2.mode!r} needs a head with '
+                            f'pre_logits (e.g. LinearClsHead), got {type(self.head).__name__}')
+
+    def debias_augment_loss(self, feats, data_samples: Sequence) -> Tensor:
+        """The head's own loss on calibrated copies of the calibrated images' pooled
+        features (detached: the head trains, the backbone does not)."""
+        plan = self.debias_plan
+        x = (feats[-1] if isinstance(feats, (tuple, list)) else feats).detach()
+        if x.dim() != 2:
+            raise ValueError(f'DebLoRAHook.mode={"augment"!r} needs pooled [N, C] features '
+                             f'before the head (a GlobalAveragePooling neck), got shape '
+                             f'{tuple(x.shape)}')
+        labels = torch.cat([s.gt_label for s in data_samples]).long().to(x.device)
+        cal = plan.instance_calibrated(labels)
+        if not cal.any():  # still connected to the head's parameters (DDP)
+            return sum(p.sum() for p in self.head.parameters() if p.requires_grad) * 0
+        idx = cal.nonzero().flatten().tolist()
+        copies = plan.calibrated_copies(x[cal], labels[cal])
+        losses = self.head.loss((copies, ), [data_samples[i] for i in idx])
+        return sum(v for k, v in losses.items() if 'loss' in k)

@@ -6,13 +6,12 @@ maps pooled inside the rotated GT box by the detector's own RoI extractor
 RoI head) and RoI Transformer (``CascadeRCNN``, features from the last stage's rotated
 RoI extractor) are covered.
 """
-import copy
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from mmdeblora.deblora import gt_instance_features
+from mmdeblora.deblora import gt_instance_features, gt_rois, roi_extractor
 from mmdeblora.models.debias_mixin import DebiasMixin
 
 
@@ -35,23 +34,38 @@ class TwoStageDebiasMixin(DebiasMixin):
                         normalize: bool = True) -> Tuple[Tensor, Tensor]:
         return gt_instance_features(self, feats, data_samples, pool, normalize)
 
-    def debias_task_loss(self, feats, data_samples: Sequence) -> Dict[str, Tensor]:
-        """``TwoStageDetector.loss`` on given features (mmdet has no such entry point):
-        the RPN loss on class-agnostic copies of the samples, then the RoI head's loss,
-        called exactly as upstream does."""
-        losses = dict()
-        if self.with_rpn:
-            proposal_cfg = self.train_cfg.get('rpn_proposal', self.test_cfg.rpn)
-            rpn_samples = copy.deepcopy(data_samples)
-            for sample in rpn_samples:
-                sample.gt_instances.labels = torch.zeros_like(sample.gt_instances.labels)
-            rpn_losses, proposals = self.rpn_head.loss_and_predict(
-                feats, rpn_samples, proposal_cfg=proposal_cfg)
-            for key in list(rpn_losses):
-                if 'loss' in key and 'rpn' not in key:
-                    rpn_losses[f'rpn_{key}'] = rpn_losses.pop(key)
-            losses.update(rpn_losses)
-        else:
-            proposals = [sample.proposals for sample in data_samples]
-        losses.update(self.roi_head.loss(feats, proposals, data_samples))
-        return losses
+    def _last_bbox_head(self):
+        head = self.roi_head.bbox_head
+        return head[-1] if isinstance(head, torch.nn.ModuleList) else head
+
+    def _debias_augment_check(self, stage2, pool=None) -> None:
+        if pool not in (None, 'avg'):
+            raise ValueError(f"DebLoRAHook.mode={stage2.mode!r} on a detector needs pool='avg' "
+                             f'(a shift of the RoI map moves its average), got {pool!r}')
+        if not hasattr(self._last_bbox_head(), 'loss_cls'):
+            raise TypeError(f'DebLoRAHook.mode={stage2.mode!r} needs a box head with '
+                            'loss_cls')
+
+    def debias_augment_loss(self, feats, data_samples: Sequence) -> Tensor:
+        """The (last) box head's classification loss on calibrated copies of the RoI
+        features of the batch's calibrated GT boxes: each RoI map shifted so that its
+        average (the instance feature before normalisation) becomes its calibrated copy.
+        Features detached: the box head trains."""
+        plan = self.debias_plan
+        if plan.pool != 'avg':
+            raise ValueError(f"DebLoRAHook.mode augment on a detector needs pool='avg' "
+                             f'(a shift of the RoI map moves its average), got {plan.pool!r}')
+        head = self._last_bbox_head()
+        labels = torch.cat([s.gt_instances.labels for s in data_samples]).long()
+        cal = plan.instance_calibrated(labels)
+        if not cal.any():  # still connected to the head's parameters (DDP)
+            return sum(p.sum() for p in head.parameters() if p.requires_grad) * 0
+        extractor = roi_extractor(self)
+        rois = gt_rois([s.gt_instances.bboxes for s in data_samples]).to(feats[0].device)
+        cal = cal.to(rois.device)
+        maps = extractor(tuple(f.detach() for f in feats[:extractor.num_inputs]), rois[cal])
+        x = maps.mean((2, 3))
+        shift = plan.calibrated_copies(x, labels.to(x.device)[cal]) - x
+        cls_score = head(maps + shift[:, :, None, None])[0]
+        loss = head.loss_cls(cls_score, labels.to(x.device)[cal])
+        return sum(loss.values()) if isinstance(loss, dict) else loss

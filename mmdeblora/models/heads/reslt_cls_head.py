@@ -17,30 +17,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdeblora.models.roi_heads.reslt_bbox_head import BRANCHES, ResLTClassifier
-
-
-def reslt_branch_classes(groups: Dict[str, Sequence[int]], num_classes: int,
-                         num_columns: Optional[int] = None) -> Tensor:
-    """(3, num_columns) bool: which classes each branch learns (H: all, M: middle + tail,
-    T: tail). ``num_columns`` > ``num_classes`` leaves the extra columns (detection's
-    background) in H only; a class in no group counts as head."""
-    mask = torch.zeros(len(BRANCHES), num_columns or num_classes, dtype=torch.bool)
-    mask[0] = True
-    for g, idx in groups.items():
-        if g not in BRANCHES:
-            raise ValueError(f'unknown group {g!r}; use {BRANCHES}')
-        idx = list(idx)
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
-            raise ValueError(f'group {g!r} must list class indices, got {idx}')
-        if any(not 0 <= i < num_classes for i in idx):
-            raise ValueError(f'group {g!r} has class indices outside [0, {num_classes}): '
-                             f'{idx}')
-        if g in ('middle', 'tail'):
-            mask[1, idx] = True
-        if g == 'tail':
-            mask[2, idx] = True
-    return mask
+from mmdeblora.models.roi_heads.reslt_bbox_head import (BRANCHES, ResLTClassifier,
+                                                        reslt_branch_classes)
 
 
 @MODELS.register_module()

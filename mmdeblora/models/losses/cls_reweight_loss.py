@@ -23,6 +23,12 @@ class ClsReweightLoss(ReweightLoss):
     ``ClassStatsHook``; ``mode``; ``beta``; ``num_classes`` checks the counts' length).
     """
 
+    custom_cls_channels = False  # mmpretrain heads do not ask; C channels, no background
+
+    def check_placement(self, model=None, name: str = '') -> None:
+        """A classification head is its place: nothing to refuse (the detection loss
+        refuses dense detection heads)."""
+
     def __init__(self, *args, **kwargs) -> None:
         if 'bg_weight' in kwargs:
             raise TypeError('ClsReweightLoss has no background class: drop bg_weight')

@@ -10,15 +10,12 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmrotate.registry import MODELS
 
 from .class_counts import AUTO_HINT, CountsArg, as_counts, check_counts_arg
+from .placement import RoIHeadOnlyLoss, roi_only_hint
 
-PLACEMENT_HINT = (
-    'ECMLoss works only as the loss_cls of an RoI bbox head: '
-    'model.roi_head.bbox_head.loss_cls of a two-stage detector (model.roi_head.bbox_head.'
-    '<i>.loss_cls in a cascade). Those heads ask it for C + 1 class channels and use its '
-    'test-time activation. It was built into a head that never asked: a one-stage '
-    "detector's model.bbox_head.loss_cls or an RPN's model.rpn_head.loss_cls, where it "
-    'trains without an error and detects nothing (mAP 0). Move it to the RoI head, or use a '
-    'loss made for dense heads there (e.g. mmdet.FocalLoss); see docs/baselines.md')
+PLACEMENT_HINT = roi_only_hint(
+    'ECMLoss', ' and use its test-time activation',
+    'it trains without an error and detects nothing (mAP 0)',
+    'use a loss made for dense heads there (e.g. mmdet.FocalLoss)')
 
 
 def ecm_margins_and_weights(counts: Sequence[int], fg_bg_ratio: float = 6.3313
@@ -47,7 +44,7 @@ def ecm_margins_and_weights(counts: Sequence[int], fg_bg_ratio: float = 6.3313
 
 
 @MODELS.register_module()
-class ECMLoss(nn.Module):
+class ECMLoss(RoIHeadOnlyLoss, nn.Module):
     """ECM loss with C + 1 sigmoid outputs, pluggable into any mmdet ``BBoxHead``.
 
     Per RoI i and class c (background = index C), with score s and target t:
@@ -79,9 +76,9 @@ class ECMLoss(nn.Module):
             default 6.3313, measured on Mask R-CNN samples).
     """
 
-    custom_cls_channels = True
     custom_activation = True
     custom_accuracy = True
+    placement_hint = PLACEMENT_HINT
 
     def __init__(self, num_classes: int, class_counts: CountsArg = 'auto',
                  fg_bg_ratio: float = 6.3313, reduction: str = 'mean',
@@ -93,8 +90,6 @@ class ECMLoss(nn.Module):
         self.fg_bg_ratio = fg_bg_ratio
         self.reduction = reduction
         self.loss_weight = loss_weight
-        # set by the RoI bbox head that builds us (get_cls_channels); dense heads never ask
-        self.head_checked = False
         # Not saved in checkpoints: they follow from the counts, which are set again
         # before every training run, and testing does not use them.
         for name in ('pos_margin', 'neg_margin', 'class_weight'):
@@ -111,21 +106,11 @@ class ECMLoss(nn.Module):
         self.pos_margin, self.neg_margin, self.class_weight = (
             t.to(device) if device is not None else t for t in (pos, neg, w))
 
-    def check_placement(self) -> None:
-        """Refuse a head that ignores our class channels and test-time activation."""
-        if not self.head_checked:
-            raise ValueError(PLACEMENT_HINT)
-
-    def init_weights(self) -> None:
-        """The runner initialises weights before the first iteration: check there."""
-        self.check_placement()
-
     def get_cls_channels(self, num_classes: int) -> int:
         if num_classes != self.num_classes:
             raise ValueError(f'ECMLoss(num_classes={self.num_classes}) in a head with '
                              f'{num_classes} classes')
-        self.head_checked = True
-        return num_classes + 1
+        return super().get_cls_channels(num_classes)
 
     def get_activation(self, cls_score: torch.Tensor) -> torch.Tensor:
         scores = cls_score.sigmoid()

@@ -6,8 +6,16 @@ from mmdet.models.losses import CrossEntropyLoss
 from mmrotate.registry import MODELS
 
 from .class_counts import AUTO_HINT, CountsArg, as_counts, check_counts_arg
+from .placement import RoIHeadOnlyLoss, roi_only_hint
 
 REWEIGHT_MODES = ('inverse', 'sqrt_inverse', 'effective_number')
+PLACEMENT_HINT = roi_only_hint(
+    'ReweightLoss', ' (a softmax over C foreground classes + background)',
+    'its softmax cross-entropy over every anchor, divided by the number of positive '
+    'anchors, trains without a warning at a loss_cls in the thousands',
+    "keep the dense head's sigmoid mmdet.FocalLoss there (it already down-weights the "
+    'many easy examples), or use a two-stage detector '
+    '(configs/baselines/oriented_rcnn_r18_lora_reweight_toy.py)')
 
 
 def reweight_class_weights(counts: Sequence[int], mode: str = 'inverse',
@@ -41,11 +49,13 @@ def reweight_class_weights(counts: Sequence[int], mode: str = 'inverse',
 
 
 @MODELS.register_module()
-class ReweightLoss(CrossEntropyLoss):
+class ReweightLoss(RoIHeadOnlyLoss, CrossEntropyLoss):
     """mmdet's softmax ``CrossEntropyLoss`` whose ``class_weight`` comes from counts.
 
     Everything else (per-RoI ``label_weights``, ``avg_factor``, reductions, the
-    ``acc`` the bbox head reports) is upstream's: only the class weights differ.
+    ``acc`` the bbox head reports) is upstream's: only the class weights differ. Only an
+    RoI bbox head may hold it (:class:`~.placement.RoIHeadOnlyLoss`): a dense head is
+    refused before the first iteration.
 
     Args:
         class_counts: training instances per foreground class, or ``'auto'`` (set by
@@ -56,6 +66,8 @@ class ReweightLoss(CrossEntropyLoss):
             background balance of plain cross-entropy.
         num_classes: optional check of the counts' length.
     """
+
+    placement_hint = PLACEMENT_HINT
 
     def __init__(self, class_counts: CountsArg = 'auto', mode: str = 'inverse',
                  beta: float = 0.999, bg_weight: float = 1.0,
@@ -79,6 +91,7 @@ class ReweightLoss(CrossEntropyLoss):
     def forward(self, cls_score: torch.Tensor, label: torch.Tensor, *args, **kwargs):
         if self.class_weight is None:
             raise RuntimeError(f'ReweightLoss has no class counts yet. {AUTO_HINT}')
+        self.check_placement()
         if cls_score.shape[-1] != len(self.class_weight):
             raise ValueError(f'cls_score has {cls_score.shape[-1]} channels but the '
                              f'counts give {len(self.class_weight) - 1} classes + '

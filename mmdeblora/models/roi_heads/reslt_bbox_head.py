@@ -22,6 +22,31 @@ NOT_CASCADE = ('ResLTBBoxHead in a cascade RoI head (model.roi_head.bbox_head.<i
                'scores would be silently wrong. ' + WHERE_IT_FITS)
 
 
+def reslt_branch_classes(groups: Dict[str, Sequence[int]], num_classes: int,
+                         num_columns: Optional[int] = None) -> Tensor:
+    """(3, num_columns) bool: which classes each branch learns (H: all, M: middle + tail,
+    T: tail). ``num_columns`` > ``num_classes`` leaves the extra columns (detection's
+    background) in H only; a class in no group counts as head."""
+    mask = torch.zeros(len(BRANCHES), num_columns or num_classes, dtype=torch.bool)
+    mask[0] = True
+    for g, idx in groups.items():
+        if g not in BRANCHES:
+            raise ValueError(f'unknown group {g!r}; use {BRANCHES}')
+        idx = list(idx)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ValueError(f'group {g!r} must list class indices, got {idx}; for class '
+                             "names use groups='auto' with "
+                             'ClassStatsHook(groups={...names...})')
+        if any(not 0 <= i < num_classes for i in idx):
+            raise ValueError(f'group {g!r} has class indices outside [0, {num_classes}): '
+                             f'{idx}')
+        if g in ('middle', 'tail'):
+            mask[1, idx] = True
+        if g == 'tail':
+            mask[2, idx] = True
+    return mask
+
+
 class ResLTClassifier(nn.Module):
     """Three light branches on the shared feature, one shared linear classifier.
 
@@ -105,7 +130,11 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
         super().__init__(*args, **kwargs)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f'beta must be in [0, 1], got {beta}')
-        if self.custom_cls_channels or getattr(self.loss_cls, 'use_sigmoid', False):
+        # a softmax over C + 1 channels: ReweightLoss asks for them (custom_cls_channels,
+        # which only proves it sits in an RoI head) and keeps upstream's activation
+        if self.custom_activation or getattr(self.loss_cls, 'use_sigmoid', False) or (
+                self.custom_cls_channels
+                and self.loss_cls.get_cls_channels(self.num_classes) != self.num_classes + 1):
             raise ValueError('ResLTBBoxHead needs a softmax loss_cls over C + 1 channels '
                              f'(e.g. CrossEntropyLoss), got {type(self.loss_cls).__name__}')
         if not self.with_cls:
@@ -125,25 +154,8 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
 
     def set_class_groups(self, groups: Dict[str, Sequence[int]]) -> None:
         """Branch membership (3, C + 1) of each class; background only in H."""
-        mask = torch.zeros(len(BRANCHES), self.num_classes + 1, dtype=torch.bool)
-        mask[0] = True
-        for g, idx in groups.items():
-            if g not in BRANCHES:
-                raise ValueError(f'unknown group {g!r}; use {BRANCHES}')
-            if not all(isinstance(i, int) for i in idx):
-                raise ValueError(f'group {g!r} must list class indices, got {list(idx)}; '
-                                 "for class names use groups='auto' with "
-                                 'ClassStatsHook(groups={...names...})')
-            idx = list(idx)
-            if any(not 0 <= i < self.num_classes for i in idx):
-                raise ValueError(f'group {g!r} has class indices outside '
-                                 f'[0, {self.num_classes}): {idx}')
-            if g == 'middle':
-                mask[1, idx] = True
-            elif g == 'tail':
-                mask[1, idx] = True
-                mask[2, idx] = True
-        self.branch_classes = mask
+        self.branch_classes = reslt_branch_classes(groups, self.num_classes,
+                                                   self.num_classes + 1)
 
     def branch_masks(self, labels: Tensor) -> Tensor:
         """(3, N) bool: which RoIs each branch learns from, by their labels."""
@@ -186,6 +198,20 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
             losses['acc'] = accuracy(self.fuse(cls_score), labels)
         return losses
 
+    def check_placement(self, model: nn.Module, name: str) -> None:
+        """Refuse to sit in a cascade RoI head (``name``: this head's name in ``model``).
+
+        The head cannot see its parent when it is built: an earlier stage fails at the
+        first training step (``refine_bboxes``), but the last stage would train a whole
+        schedule and fail only at validation, where the cascade averages its stages'
+        scores. ``CheckedRunner`` (guard ``component_checks``) calls this on the built
+        model, before training."""
+        from mmdet.models.roi_heads import CascadeRoIHead
+        parts = name.split('.')
+        for end in range(len(parts) - 1, -1, -1):
+            if isinstance(model.get_submodule('.'.join(parts[:end])), CascadeRoIHead):
+                raise ValueError(f'model.{name}: ' + NOT_CASCADE)
+
     def refine_bboxes(self, *args, **kwargs):
         """Only cascade RoI heads call this (between stages, in training)."""
         raise NotImplementedError(NOT_CASCADE)
@@ -204,19 +230,8 @@ class ResLTBBoxHead(RotatedShared2FCBBoxHead):
 
 
 def check_reslt_placement(model: nn.Module) -> None:
-    """Refuse ``ResLTBBoxHead`` as any stage of a cascade RoI head, at build time.
-
-    The head cannot see its parent: an earlier stage fails at the first training step
-    (``refine_bboxes``), but the last stage would train a whole schedule and fail only at
-    validation, where the cascade averages its stages' scores. ``CheckedRunner`` calls this
-    right after building the model.
-    """
-    from mmdet.models.roi_heads import CascadeRoIHead
+    """:meth:`ResLTBBoxHead.check_placement` of every ResLT head in ``model`` (what
+    ``CheckedRunner``'s ``component_checks`` does for every part that has the method)."""
     for name, module in model.named_modules():
-        if not isinstance(module, CascadeRoIHead):
-            continue
-        heads = module.bbox_head
-        for i, head in enumerate(heads if isinstance(heads, nn.ModuleList) else [heads]):
-            if isinstance(head, ResLTBBoxHead):
-                where = f'model.{name}.bbox_head.{i}' if name else f'model.bbox_head.{i}'
-                raise ValueError(f'{where}: ' + NOT_CASCADE)
+        if isinstance(module, ResLTBBoxHead):
+            module.check_placement(model, name)

@@ -1,8 +1,10 @@
 """DebLoRAHook on tiny toy runs: checks before epoch 0, the switch, the optimizer, the loss
 scale, what it writes, resume, and RoI Transformer."""
 import copy
+import csv
 import glob
 import json
+import math
 import os.path as osp
 
 import mmrotate
@@ -124,6 +126,54 @@ def test_switches_at_the_configured_epoch_and_reports(trained):
     assert 'deblora/before/head_tail' in row and 'deblora/after/intra_tail' in row
 
 
+def test_target_reach_logged_every_stage2_epoch(trained):
+    """Epochs 1 and 2 are stage 2: after each, the training batches' mean gaps; after the
+    last, the exact measurement over the training set too. To the log rows, the
+    visualizer scalars, deblora/reach.csv and the checkpoint (so a resume keeps them)."""
+    runner, probe, work = trained
+    hook = hook_of(runner)
+    assert [r['stage2_epochs'] for r in hook.reach] == [1, 2]
+    with open(osp.join(work, 'deblora', 'reach.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r['epoch']) for r in rows] == [2, 3]
+    assert rows[0]['cal_gap'] == '' and rows[1]['cal_gap'] != ''  # exact: the last only
+    # the batches' gaps: the mean of what the stage-2 loss logged in that epoch
+    logged = [o['deblora_cal_gap'] for ep, _, o in probe.iters
+              if ep == 2 and 'deblora_cal_gap' in o]
+    assert logged and float(rows[1]['train_deblora_cal_gap']) == pytest.approx(
+        sum(float(v) for v in logged) / len(logged), rel=1e-4)
+    last = hook.reach[-1]
+    assert last['num_cal'] > 0 and last['num_other'] > 0
+    assert math.isfinite(last['cal_gap']) and last['cal_gap'] > 0
+    assert float(rows[-1]['cal_gap']) == pytest.approx(last['cal_gap'], rel=1e-5)
+    # the drift of the others is measured: stage 2 changed them (the adapter trained)
+    assert last['other_drift'] > 0
+    files = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
+    vis = [json.loads(line) for f in files for line in open(f)]
+    assert sum('deblora/reach_cal_gap' in r for r in vis) == 1
+    assert sum('deblora/reach_train_deblora_cal_gap' in r for r in vis) == 2
+    saved = torch.load(osp.join(work, 'epoch_3.pth'), map_location='cpu', weights_only=True)
+    assert [r['epoch'] for r in saved['deblora']['reach']] == [2, 3]
+
+
+def test_measure_reach_at_the_switch_is_the_start(trained):
+    """With the new adapter back at its initial B = 0 the stage-2 model is the stage-1
+    model: the calibrated gap is exactly its value at the switch, the others' drift 0."""
+    from mmdeblora.engine import build_extraction_loader, measure_reach
+    runner, _, _ = trained
+    model, hook = copy.deepcopy(runner.model), hook_of(runner)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if 'lora_B.deblora' in n:
+                p.zero_()
+    loader = build_extraction_loader(runner.cfg, hook.settings)
+    reach = measure_reach(model, loader, progress=False)
+    assert reach['cal_gap'] == pytest.approx(1.0, abs=1e-6)
+    assert reach['other_drift'] == pytest.approx(0.0, abs=1e-10)
+    # cal_gap_s: the gap in units of s, the mean gap of a calibrated instance
+    assert reach['cal_gap_s'] == pytest.approx(1.0, rel=0.05)
+
+
 def test_optimizer_holds_new_adapter_not_frozen(trained):
     runner, probe, _ = trained
     s1, s2 = probe.epochs[0], probe.epochs[1]
@@ -159,17 +209,18 @@ def test_feature_loss_decreases(trained):
     # dominates these first steps and the gap grows slightly (docs/deblora.md).
     runner, _, _ = trained
     model = runner.model
-    assert model._debias['loss_weight'] == hook_of(runner).stage2.loss_weight == 0.05
-    assert model._debias['loss_scale'] == pytest.approx(hook_of(runner).state.loss_scale)
+    plan = model.debias_plan
+    assert plan.loss_weight == hook_of(runner).stage2.loss_weight == 0.05
+    assert plan.loss_scale == pytest.approx(hook_of(runner).state.loss_scale)
     batch = next(iter(runner.train_dataloader))
     losses = []
-    model._debias['loss_weight'] = 0.2
+    model.debias_plan = plan.replace(loss_weight=0.2)
     try:
         for _ in range(5):
             out = model.train_step(copy.deepcopy(batch), runner.optim_wrapper)
             losses.append(float(out['loss_deblora_feat']))
     finally:
-        model._debias['loss_weight'] = 0.05
+        model.debias_plan = plan
     assert losses[0] > 0
     assert losses[-1] < losses[0], losses
 
@@ -212,6 +263,71 @@ def test_resume_from_the_switch_checkpoint(trained, tmp_path):
     assert probe.epochs[1]['stage'] == 2 and hook.switched_at == 1
     assert torch.equal(hook.state.counts, ref.counts)
     assert torch.allclose(hook.state.centers, ref.centers, atol=1e-6)
+
+
+def test_stage2_optimizer_and_schedule_of_its_own(toy_root, tmp_path):
+    """stage2_optim_wrapper: AdamW replaces the run's SGD at the switch, over exactly the
+    trainable set, built by the config's constructor (clipping kept), with its own
+    schedule; a resume from a stage-2 checkpoint restores AdamW and its moments."""
+    opts = dict(stage2_optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3,
+                                                         weight_decay=0.0)),
+                stage2_param_scheduler=[dict(type='MultiStepLR', milestones=[1], gamma=0.5,
+                                             by_epoch=True)])
+    cfg = make_cfg(toy_root, tmp_path / 'a', 'adamw', 3)
+    cfg.custom_hooks[0].update(opts)
+    runner, probe = make_runner(cfg)
+    runner.train()
+    opt = runner.optim_wrapper.optimizer
+    assert type(opt).__name__ == 'AdamW'
+    assert runner.optim_wrapper.clip_grad_kwargs == dict(cfg.optim_wrapper.clip_grad)
+    # its epochs count from the switch: stage-2 epoch 0 at the base lr, then halved
+    assert probe.epochs[1]['lr'] == pytest.approx(1e-3)
+    assert probe.epochs[2]['lr'] == pytest.approx(5e-4)
+    assert set(probe.epochs[1]['opt']) == set(probe.epochs[1]['trainable'])
+    assert [r['stage2_epochs'] for r in hook_of(runner).reach] == [1, 2]
+    assert 'cal_gap' in hook_of(runner).reach[-1]
+
+    ckpt = osp.join(tmp_path / 'a', 'epoch_2.pth')
+    saved = torch.load(ckpt, map_location='cpu', weights_only=True)
+    cfg = make_cfg(toy_root, tmp_path / 'b', 'adamw_resumed', 2)
+    cfg.custom_hooks[0].update(opts)
+    resumed, _ = make_runner(cfg, resume=ckpt)
+    resumed.train()  # epoch 2 = max_epochs: restores, trains nothing
+    opt = resumed.optim_wrapper.optimizer
+    assert type(opt).__name__ == 'AdamW'
+    moments = [opt.state[p]['exp_avg'] for g in opt.param_groups for p in g['params']]
+    want = [v['exp_avg'] for v in saved['optimizer']['state'].values()]
+    assert len(moments) == len(want) and all(torch.equal(a, b) for a, b in zip(moments, want))
+    assert resumed.param_schedulers[0].last_step == 1
+    assert [r['epoch'] for r in hook_of(resumed).reach] == [2]
+
+
+def test_augment_mode_through_the_switch(toy_root, tmp_path):
+    """mode='augment': at the switch no adapter is added; stage 2 trains the heads only
+    (backbone and neck frozen), with the box head's loss on calibrated copies."""
+    cfg = make_cfg(toy_root, tmp_path, 'augment', 2)
+    cfg.custom_hooks[0].update(mode='augment')
+    runner, probe = make_runner(cfg)
+    runner.train()
+    assert probe.epochs[1]['adapters'] == ['default']
+    opt = probe.epochs[1]['opt']
+    assert opt and all(n.startswith(('roi_head.', 'rpn_head.')) for n in opt)
+    keys = [k for ep, k, _ in probe.iters if ep == 1]
+    assert keys and all('loss_deblora_aug' in k and 'loss_deblora_feat' not in k
+                        for k in keys)
+    assert hook_of(runner).reach == []  # no adapter pulled: nothing to measure
+
+
+def test_warns_when_stage2_does_not_reach_its_targets(toy_root, tmp_path):
+    """lr 0 in stage 2: nothing moves, the calibrated gap stays at 1, and the run says so."""
+    cfg = make_cfg(toy_root, tmp_path, 'frozen', 2)
+    cfg.custom_hooks[0].update(stage2_optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)))
+    runner, _ = make_runner(cfg)
+    runner.train()
+    row = hook_of(runner).reach[-1]
+    assert row['cal_gap'] == pytest.approx(1.0, abs=1e-6)
+    log = open(glob.glob(osp.join(str(tmp_path), '*', '*.log'))[0]).read()
+    assert 'did not train the de-biased features' in log
 
 
 # ---------------------------------------------------------------------- checks at start
@@ -287,8 +403,24 @@ CASES = [
     ('adapter targets', _hook(adapter_cfg=dict(target_modules=['conv9'])), ValueError,
      'DebLoRAHook.adapter_cfg'),
     ('unknown option', _hook(lamda=0.2), ValueError, r"unknown option\(s\) \['lamda'\]"),
-    ('no calibrated class', _hook(groups=dict(head=['plane'], tail=[])), ValueError,
-     'would calibrate no class'),
+    ('no calibrated class', _hook(groups='auto', group_thresholds=dict(head=0.5, tail=0.0)),
+     ValueError, 'would calibrate no class'),  # no share below 0: 'auto' leaves tail empty
+    ('group spec leaving classes out', _hook(groups=dict(head=['plane'], tail=[])),
+     ValueError, r"class\(es\) \['baseball-diamond'.* are in no group"),
+    ('stage-2 optimizer type', _hook(stage2_optim_wrapper=dict(
+        optimizer=dict(type='AdamWW', lr=1e-4))), ValueError,
+     'DebLoRAHook.stage2_optim_wrapper cannot be built'),
+    ('stage-2 optimizer argument', _hook(stage2_optim_wrapper=dict(
+        optimizer=dict(type='AdamW', lr=1e-4, momentum=0.9))), ValueError,
+     'DebLoRAHook.stage2_optim_wrapper cannot be built'),
+    ('stage-2 optimizer shape', _hook(stage2_optim_wrapper='AdamW'), TypeError,
+     'DebLoRAHook.stage2_optim_wrapper must be'),
+    ('stage-2 scheduler type', _hook(stage2_param_scheduler=dict(type='CosineLRR')),
+     ValueError, 'DebLoRAHook.stage2_param_scheduler cannot be built'),
+    ('reach interval', _hook(reach_interval=-1), ValueError, 'DebLoRAHook.reach_interval'),
+    ('mode typo', _hook(mode='augmented'), ValueError, 'DebLoRAHook.mode'),
+    ('augment with max pooling', _hook(mode='augment', pool='max'), ValueError,
+     "pool='avg'"),
     ('extraction without GT', _no_annotations, RuntimeError, 'dry run of the feature'),
 ]
 

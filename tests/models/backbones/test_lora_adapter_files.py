@@ -166,6 +166,48 @@ def test_adapter_with_another_alpha_is_refused(tmp_path):
         build(seed=0).load_adapters(str(tmp_path))
 
 
+def test_broken_adapter_config_names_the_file(tmp_path, x):
+    trained().save_adapters(str(tmp_path))
+    cfg_path = tmp_path / 'second' / 'adapter_config.json'
+    good = json.loads(cfg_path.read_text())
+    text = json.dumps(good)
+    cases = [(text[:len(text) // 2], 'not valid JSON'),                 # cut
+             (json.dumps([good]), 'holds a JSON list, not an object'),
+             (json.dumps({k: v for k, v in good.items() if k != 'r'}), 'missing r'),
+             (json.dumps(dict(good, target_modules=None)), 'missing target_modules'),
+             (json.dumps(dict(good, r='four')), "r='four'"),
+             (json.dumps(dict(good, target_modules=[])), 'target_modules=[]')]
+    model = build(seed=0)
+    before, want = _snapshot(model), run(model, x)
+    for content, problem in cases:
+        cfg_path.write_text(content)
+        with pytest.raises(ValueError) as err:
+            model.load_adapters(str(tmp_path))
+        msg = str(err.value)
+        assert msg.startswith(f'{cfg_path}: ') and problem in msg, (problem, msg)
+        assert 'save_adapters' in msg                               # what to do
+        _assert_unchanged(model, before, x, want)
+    index = tmp_path / 'mmdeblora_adapters.json'
+    index.write_text('{"adapters": ')
+    with pytest.raises(ValueError, match=rf'{index}: not valid JSON'):
+        model.load_adapters(str(tmp_path))
+
+
+def test_saved_adapters_get_the_umask_permissions(tmp_path):
+    import os
+    old = os.umask(0o027)
+    try:
+        trained().save_adapters(str(tmp_path / 'out'))
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / 'out').rglob('*')]
+    assert sorted(p.name for p in files if p.is_file()) == [
+        'adapter_config.json', 'adapter_config.json', 'adapter_model.safetensors',
+        'adapter_model.safetensors', 'mmdeblora_adapters.json']         # no temporary left
+    for p in files + [tmp_path / 'out']:
+        assert os.stat(p).st_mode & 0o777 == (0o750 if p.is_dir() else 0o640), p
+
+
 def _r50_file(tmp_path) -> str:
     from torchvision.models import resnet50
     torch.manual_seed(0)

@@ -277,3 +277,36 @@ def test_checkpoint_recreates_adapters_added_at_run_time(tmp_path, x):
     assert fresh.base.layer1[0].conv1.scaling['deblora'] == 2.0
     for got, want in zip(run(fresh, x), run(model, x)):
         assert torch.equal(got, want)
+
+
+def test_adapters_only_switches_the_lora_layers_only(x, monkeypatch):
+    """adapters_only runs on every stage-2 step (issue 19, benchmarks/bench_stage2.py): it
+    switches the peft layers without a walk over the base parameters, and every
+    requires_grad stays what the remembered trainability says, inside and after."""
+    model = build(seed=0, trainable_extra=[NORMS])
+    model.add_adapter('deblora')
+    randomize(model, 'default', 1)
+    randomize(model, 'deblora', 2)
+    model.freeze_adapter('default')  # stage 2: the stage-1 adapter frozen, the new one trains
+    model.set_active_adapters(['default'])
+    only_default = run(model, x)
+    model.set_active_adapters(['default', 'deblora'])
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    layers = [m for m in model.base.modules() if isinstance(m, LoraLayer)]
+    walks = []
+    walk = model.base.named_parameters
+    monkeypatch.setattr(model.base, 'named_parameters',
+                        lambda *a, **k: walks.append(1) or walk(*a, **k))
+    with model.adapters_only(['default']):
+        assert all(layer.active_adapters == ['default'] for layer in layers)
+        assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+        for got, want in zip(run(model, x), only_default):
+            assert torch.equal(got, want)
+    assert walks == []
+    assert model.active_adapters == ['default', 'deblora']
+    assert all(layer.active_adapters == ['default', 'deblora'] for layer in layers)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    with pytest.raises(KeyError, match='unknown adapter'):
+        with model.adapters_only(['nope']):
+            pass
+    assert model.active_adapters == ['default', 'deblora']

@@ -93,3 +93,71 @@ def test_image_classifier_before_and_after_debias(arch):
     assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items()
                if 'lora_B.deblora' in n)
     assert all(g is None for n, g in grads.items() if '.default' in n or 'bn' in n)
+
+
+def test_stage2_task_loss_is_upstreams_for_classifiers():
+    from mmpretrain.models import ImageClassifier
+    m = build()
+    m.enter_debias_stage(state(torch.tensor([0, 0, 0, 0.5, 0.5])), Stage2Settings())
+    with torch.no_grad():
+        for n, p in m.backbone.named_parameters():
+            if 'lora_B.deblora' in n:
+                p.normal_(0, 0.05)
+    x, samples = batch()
+    parts = m.debias_loss_parts(x, copy.deepcopy(samples))
+    upstream = ImageClassifier.loss(m, x, copy.deepcopy(samples))
+    assert torch.equal(parts.task['loss'], upstream['loss'])
+
+
+@pytest.mark.parametrize('alpha', [0.5, 0.0])
+def test_augment_mode_trains_the_head_on_calibrated_copies(alpha):
+    """mode='augment' (the official scripts' variant): no new adapter, the backbone frozen;
+    the head's own loss on calibrated copies of the calibrated images' pooled features,
+    each the calibrated direction at the feature's own norm. Alpha 0 (the control): the
+    copies are the features themselves."""
+    m = build()
+    x, samples = batch()
+    alphas = torch.tensor([0, 0, 0, alpha, alpha])
+    st = state(alphas)
+    st.calibrated = torch.tensor([False, False, False, True, True])
+    m.enter_debias_stage(st, Stage2Settings(mode='augment', augment_weight=2.0))
+    m.train()  # the stage-1 path (norms) in eval mode
+    with torch.no_grad():
+        feats = m.extract_feat(x)[-1]
+    assert m.backbone.adapter_names == ['default']  # no new adapter
+    assert all(not p.requires_grad for p in m.backbone.parameters())
+    losses = m.loss(x, copy.deepcopy(samples))
+    assert set(losses) == {'loss', 'loss_deblora_aug'}  # no feature loss
+    # by hand: images 3 (class 3) and 0..2 uncalibrated -> copies of image 3 only
+    y = torch.tensor([0, 1, 2, 3])
+    z = torch.nn.functional.normalize(feats, dim=1)
+    z_hat = calibrate(z, y, st.class_centers, alphas, True)
+    copy3 = z_hat[3:] * feats[3:].norm(dim=1, keepdim=True)
+    if alpha == 0:
+        assert torch.allclose(copy3, feats[3:], atol=1e-6)
+    want = m.head.loss((copy3, ), [samples[3]])['loss'] * 2.0
+    assert losses['loss_deblora_aug'].item() == pytest.approx(want.item(), rel=1e-5)
+    losses['loss_deblora_aug'].backward()
+    assert m.head.fc.weight.grad is not None and m.head.fc.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.backbone.parameters())
+
+
+def test_both_mode_has_the_feature_loss_and_the_copies():
+    m = build()
+    x, samples = batch()
+    m.enter_debias_stage(state(torch.tensor([0, 0, 0, 0.5, 0.5])), Stage2Settings(mode='both'))
+    assert m.backbone.adapter_names == ['default', 'deblora']
+    losses = m.loss(x, copy.deepcopy(samples))
+    assert {'loss', 'loss_deblora_feat', 'loss_deblora_aug'} <= set(losses)
+    m.zero_grad()
+    losses['loss_deblora_aug'].backward()  # detached copies: the head only
+    assert all(p.grad is None for n, p in m.backbone.named_parameters())
+
+
+def test_augment_mode_refuses_clora_heads():
+    m = build()
+    m.head.instance_view = lambda x, labels: x
+    with pytest.raises(TypeError, match='one feature row per image'):
+        m.debias_check(Stage2Settings(mode='augment'))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Stage2Settings(mode='augmented')

@@ -74,6 +74,13 @@ def state_for(m, alphas, dim=128, scale=1.0, seed=0):
                        loss_scale=scale)
 
 
+def _same_losses(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        va, vb = (torch.stack(v[k]).sum() if isinstance(v[k], list) else v[k] for v in (a, b))
+        assert torch.equal(va, vb), k
+
+
 def test_behaves_like_faster_rcnn_before_debias():
     ours = build()
     assert isinstance(ours, DebiasModel) and not ours.debias_enabled
@@ -86,14 +93,43 @@ def test_behaves_like_faster_rcnn_before_debias():
     a = ours.loss(inputs, copy.deepcopy(samples))
     torch.manual_seed(1)
     b = plain.loss(inputs, copy.deepcopy(samples))
-    # and the explicit stage-2 path: the task loss from given features is the same
+    assert 'loss_deblora_feat' not in a
+    _same_losses(a, b)
+
+
+def test_stage2_task_loss_is_upstreams():
+    """The stage-2 task loss is mmdet's ``FasterRCNN.loss`` itself on the stage-2 model
+    (nothing copied that could drift), and the captured features are extract_feat's."""
+    from mmdet.models.detectors import FasterRCNN
+    m = build()
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[13:] = 0.5
+    m.enter_debias_stage(state_for(m, alphas), Stage2Settings(loss_weight=1.0))
+    with torch.no_grad():  # a trained de-biasing adapter
+        for n, p in m.backbone.named_parameters():
+            if 'lora_B.deblora' in n:
+                p.normal_(0, 0.05)
+    inputs, samples = batch()
     torch.manual_seed(1)
-    c = ours.debias_task_loss(ours.extract_feat(inputs), copy.deepcopy(samples))
-    assert set(a) == set(b) == set(c) and 'loss_deblora_feat' not in a
-    for k in a:
-        va, vb, vc = (torch.stack(v[k]).sum() if isinstance(v[k], list) else v[k]
-                      for v in (a, b, c))
-        assert torch.equal(va, vb) and torch.equal(va, vc), k
+    parts = m.debias_loss_parts(inputs, copy.deepcopy(samples))
+    torch.manual_seed(1)
+    with m.backbone.deterministic_features():
+        upstream = FasterRCNN.loss(m, inputs, copy.deepcopy(samples))
+    _same_losses(parts.task, upstream)
+    losses = m.loss(inputs, copy.deepcopy(samples))
+    # the feature loss, and the batch's gaps logged beside it (no 'loss' in the key)
+    assert set(losses) == set(upstream) | {'loss_deblora_feat', 'deblora_cal_gap',
+                                           'deblora_other_gap'}
+    assert float(losses['deblora_cal_gap']) == pytest.approx(parts.gaps.cal_gap, rel=1e-4)
+    with torch.no_grad():  # the feature loss is computed on extract_feat's output
+        z, y = m.instance_features(inputs, samples)
+        z1, t = m.debias_targets(inputs, samples)
+        cal = alphas[y] > 0
+        gap = ((z - t) ** 2).sum(1)
+    assert float(parts.feature) == pytest.approx(float(gap[cal].mean() + gap[~cal].mean()),
+                                                 rel=1e-5)
+    assert parts.gaps.cal_gap == pytest.approx(float(gap[cal].mean()), rel=1e-5)
+    assert parts.gaps.num_cal == int(cal.sum()) and parts.gaps.num_other == int((~cal).sum())
 
 
 def test_feature_loss_targets_and_gradients():
@@ -114,6 +150,7 @@ def test_feature_loss_targets_and_gradients():
     with torch.no_grad():
         z, y = m.instance_features(inputs, samples, ['default'])
         t = calibrate(z, y, st.class_centers, alphas, renormalize=True)
+        assert torch.equal(m.debias_targets(inputs, samples)[1], t)
         gap = ((z - t) ** 2).sum(1)
         cal = alphas[y] > 0
         assert cal.any() and (~cal).any()
@@ -250,3 +287,42 @@ def test_needs_lora_backbone_and_matching_classes():
         m.debias_check(Stage2Settings(stage1_adapters=['stage1']))
     with pytest.raises(ValueError, match='adapter_cfg'):
         m.debias_check(Stage2Settings(adapter_cfg=dict(target_modules=['conv9'])))
+
+
+def test_augment_mode_trains_the_box_head_on_shifted_roi_features():
+    """mode='augment' on Oriented R-CNN: no new adapter, backbone and neck frozen; the box
+    head's classification loss on the calibrated GT boxes' RoI maps, each shifted so that
+    its average becomes the calibrated copy of that average."""
+    from mmdeblora.deblora import gt_rois, roi_extractor
+    m = build()
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[13:] = 0.5
+    st = state_for(m, alphas)
+    m.enter_debias_stage(st, Stage2Settings(mode='augment'))
+    m.train()
+    assert m.backbone.adapter_names == ['default']
+    assert not any(p.requires_grad for p in m.backbone.parameters())
+    assert not any(p.requires_grad for p in m.neck.parameters())
+    inputs, samples = batch()
+    torch.manual_seed(1)
+    losses = m.loss(inputs, copy.deepcopy(samples))
+    assert 'loss_deblora_aug' in losses and 'loss_deblora_feat' not in losses
+    with torch.no_grad():  # by hand
+        feats = m.extract_feat(inputs)
+        labels = torch.cat([s.gt_instances.labels for s in samples])
+        cal = alphas[labels] > 0
+        rois = gt_rois([s.gt_instances.bboxes for s in samples])[cal]
+        maps = roi_extractor(m)(feats[:4], rois)
+        x = maps.mean((2, 3))
+        z_hat = calibrate(torch.nn.functional.normalize(x, dim=1), labels[cal],
+                          st.class_centers, alphas, renormalize=True)
+        shifted = maps + (z_hat * x.norm(dim=1, keepdim=True) - x)[:, :, None, None]
+        assert torch.allclose(shifted.mean((2, 3)), z_hat * x.norm(dim=1, keepdim=True),
+                              atol=1e-5)
+        head = m.roi_head.bbox_head
+        want = head.loss_cls(head(shifted)[0], labels[cal])
+    assert losses['loss_deblora_aug'].item() == pytest.approx(want.item(), rel=1e-5)
+    m.zero_grad()
+    losses['loss_deblora_aug'].backward()
+    assert m.roi_head.bbox_head.fc_cls.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.backbone.parameters())

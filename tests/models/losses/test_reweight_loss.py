@@ -67,3 +67,36 @@ def test_auto_counts_set_later():
         loss.set_class_counts([1, 2, 3])
     loss.set_class_counts([1, 4])
     assert loss.class_weight == pytest.approx([4 / 3, 2 / 3, 1.0])
+
+
+def test_refused_outside_an_roi_bbox_head(tmp_path):
+    """issue 20: in a one-stage head (rotated RetinaNet) ReweightLoss trained at loss_cls
+    ~3250 without a word. Only an RoI bbox head asks for its channels: the weight init
+    the runner runs before the first iteration refuses any other head, naming the key."""
+    from mmengine.config import Config
+
+    from mmdeblora.models.roi_heads import ResLTBBoxHead
+    from tests.configs.toy_detector import write_toy_detector
+    cfg = Config.fromfile(write_toy_detector(tmp_path, 'rotated_retinanet'))
+    cfg.model.bbox_head.loss_cls = dict(type='ReweightLoss', class_counts=[5] * 15)
+    model = MODELS.build(cfg.model)
+    with pytest.raises(ValueError, match=r"ReweightLoss works only as the loss_cls of an RoI "
+                       r"bbox head: model\.roi_head\.bbox_head\.loss_cls.*one-stage "
+                       r"detector's model\.bbox_head\.loss_cls.*mmdet\.FocalLoss"):
+        model.init_weights()
+    with pytest.raises(ValueError, match=r'model\.roi_head\.bbox_head\.loss_cls'):
+        model.bbox_head.loss_cls(torch.zeros(2, 16), torch.tensor([0, 15]))
+    from mmdeblora.engine.checked_runner import check_components
+    with pytest.raises(ValueError, match=r'^model\.bbox_head\.loss_cls: ReweightLoss works'):
+        check_components(model)  # what CheckedRunner runs once it has built the model
+
+    # the RoI bbox head asks: accepted, and its test-time scores are still the softmax
+    head = toy_bbox_head(loss_cls=dict(type='ReweightLoss', class_counts=[1, 3]))
+    head.init_weights()
+    assert head.fc_cls.out_features == 3
+    scores = torch.randn(2, 3)  # what the head's prediction applies (custom_cls_channels)
+    assert torch.equal(head.loss_cls.get_activation(scores), scores.softmax(-1))
+    reslt = toy_bbox_head(type='ResLTBBoxHead', groups=dict(head=[0], tail=[1]),
+                          loss_cls=dict(type='ReweightLoss', class_counts=[1, 3]))
+    assert isinstance(reslt, ResLTBBoxHead)  # a softmax over C + 1: ResLT takes it
+    reslt.init_weights()

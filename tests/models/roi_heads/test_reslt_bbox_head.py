@@ -10,6 +10,7 @@ from mmdeblora.models.roi_heads import ResLTBBoxHead
 from tests.models.toy_head import toy_bbox_head
 
 GROUPS = dict(head=[0], middle=[1], tail=[2])  # C = 3, background = 3
+DEFAULT_SCOPE = 'mmrotate'  # set around each test by tests/conftest.py (order-independent)
 
 
 def _head(**kw) -> ResLTBBoxHead:

@@ -1,0 +1,200 @@
+"""Cost of a debLoRA stage-2 training step against a stage-1 step of the same model and
+batch; prints the ratios from one run.
+
+    python benchmarks/bench_stage2.py [--models toy,sd,lora,clora] [--steps 10]
+        [--warmup 2] [--threads 1] [--size 256] [--det-batch 2] [--cls-batch 64]
+
+Models: ``toy`` = configs/deblora/oriented_rcnn_r18_deblora_toy.py (Oriented R-CNN, LoRA
+ResNet-18), ``sd`` = configs/deblora/oriented_rcnn_sd_tiny_deblora_toy.py (the tiny
+random-weight SD UNet), ``lora`` / ``clora`` = configs/classification/bias_lora_deblora.py /
+bias_clora_deblora.py; every model with random weights (``model.backbone.pretrained=None``).
+
+A step is ``model.loss`` + backward + an SGD step over the parameters that require grad,
+on one fixed batch (detectors: random images and rotated boxes; classifier: random 32 px
+crops), called directly (no data preprocessor, no runner). The stage-1 model is built with
+non-zero stage-1 adapters (as after stage 1); the stage-2 model is the same build after
+``enter_debias_stage`` (the config's DebLoRAHook settings and a synthetic DebiasState whose
+tail classes are calibrated), so its step runs the target pass (stage-1 adapters, no grad)
+and the upstream loss with every adapter. SGD runs with lr 0: the update is computed and
+applied at full cost but the weights stay put, so every step times the same two models.
+Every round runs one stage-1 and one stage-2 step of every model (``--warmup`` rounds
+untimed, then ``--steps`` timed), so that a change in the machine's load hits every ratio
+alike; each time is the median over the timed rounds.
+
+Goals (issue 19): stage 2 / stage 1 at most 1.3x (the target adds one no-grad backbone +
+neck pass); cLoRA / LoRA at most routes + 0.3 (each route is one LoRA pass).
+"""
+import argparse
+import copy
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Dict, Sequence
+
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = dict(
+    toy='configs/deblora/oriented_rcnn_r18_deblora_toy.py',
+    sd='configs/deblora/oriented_rcnn_sd_tiny_deblora_toy.py',
+    lora='configs/classification/bias_lora_deblora.py',
+    clora='configs/classification/bias_clora_deblora.py')
+DETECTORS = ('toy', 'sd')
+STAGE2_GOAL = 1.3
+ROUTES_EXTRA = 0.3
+
+
+def build(key: str):
+    """The config's model (random init, non-zero stage-1 adapters) and its stage-2 settings."""
+    from mmengine.config import Config
+
+    from mmdeblora.engine.stage2 import build_model, settings_from_config
+    cfg = Config.fromfile(osp.join(REPO, CONFIGS[key]))
+    cfg.model.backbone.pretrained = None  # random weights: the time does not depend on them
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.init_weights()
+    _, stage2 = settings_from_config(cfg)
+    with torch.no_grad():  # stage-1 adapters as after training: B != 0
+        for name, p in model.backbone.named_parameters():
+            if '.lora_B.' in name:
+                p.normal_(0, 0.05)
+    return model.train(), stage2
+
+
+def detector_batch(num: int, size: int, num_classes: int):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    from mmrotate.structures import RotatedBoxes
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.rand(num, 3, size, size, generator=g)
+    samples = []
+    for i in range(num):
+        s = DetDataSample(metainfo=dict(img_shape=(size, size), pad_shape=(size, size),
+                                        batch_input_shape=(size, size), scale_factor=(1, 1),
+                                        ori_shape=(size, size)))
+        n = 6
+        xy = torch.rand(n, 2, generator=g) * (size * 0.7) + size * 0.15
+        wh = torch.rand(n, 2, generator=g) * (size * 0.1) + size * 0.05
+        ang = torch.rand(n, 1, generator=g) - 0.5
+        labels = (torch.arange(n) * 3 + i) % num_classes  # head to tail classes
+        s.gt_instances = InstanceData(bboxes=RotatedBoxes(torch.cat([xy, wh, ang], 1)),
+                                      labels=labels)
+        samples.append(s)
+    return inputs, samples
+
+
+def classifier_batch(num: int, num_classes: int):
+    from mmpretrain.structures import DataSample
+    x = torch.rand(num, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return x, [DataSample().set_gt_label(i % num_classes) for i in range(num)]
+
+
+def synthetic_state(model, inputs, samples):
+    """A DebiasState of the model's feature size; the last third of the classes calibrated."""
+    from mmdeblora.deblora import DebiasState
+    was = model.training
+    with torch.no_grad():
+        z, _ = model.eval().instance_features(inputs, copy.deepcopy(samples))
+    model.train(was)
+    num = model.debias_num_classes
+    g = torch.Generator().manual_seed(1)
+    centers = torch.nn.functional.normalize(torch.randn(num, z.shape[1], generator=g), dim=1)
+    alphas = torch.zeros(num)
+    alphas[num - num // 3:] = 0.5
+    return DebiasState(centers=centers[:4] * 0.6, counts=torch.ones(4, num, dtype=torch.long),
+                       class_centers=centers * 0.6, alphas=alphas, calibrated=alphas > 0,
+                       class_names=[str(i) for i in range(num)])
+
+
+def timed_step(model, optimizer, inputs, samples) -> float:
+    samples = copy.deepcopy(samples)  # (a loss may write to them); not timed
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss, _ = model.parse_losses(model.loss(inputs, samples))
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def prepare(key: str, args: argparse.Namespace) -> dict:
+    """The stage-1 and the stage-2 model of one config, their optimizers and the batch."""
+    model, stage2 = build(key)
+    num = model.debias_num_classes
+    inputs, samples = (detector_batch(args.det_batch, args.size, num) if key in DETECTORS
+                       else classifier_batch(args.cls_batch, num))
+    state = synthetic_state(model, inputs, samples)
+    stage2_model, _ = build(key)  # the same weights (a deepcopy would share SD's taps)
+    stage2_model.enter_debias_stage(state, stage2)
+    stage2_model.train()
+    models = (model, stage2_model)
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.0,
+                            momentum=0.9, weight_decay=1e-4) for m in models]
+    return dict(steps=[(m, o, inputs, samples) for m, o in zip(models, opts)],
+                routes=len(getattr(model.backbone, 'routes', [None])),
+                batch=tuple(inputs.shape))
+
+
+def measure(keys: Sequence[str], args: argparse.Namespace) -> Dict[str, dict]:
+    """Median stage-1 and stage-2 step times (s) of every model: one step of each model
+    and stage per round, so that the machine's load changes hit every ratio alike."""
+    runs = {key: prepare(key, args) for key in keys}
+    times = {key: ([], []) for key in keys}
+    for i in range(args.warmup + args.steps):
+        for key, run in runs.items():
+            for stage, step in enumerate(run['steps']):
+                t = timed_step(*step)
+                if i >= args.warmup:
+                    times[key][stage].append(t)
+    return {key: dict(stage1=statistics.median(times[key][0]),
+                      stage2=statistics.median(times[key][1]),
+                      routes=run['routes'], batch=run['batch'])
+            for key, run in runs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default='toy,sd,lora,clora',
+                        help=f'comma-separated, of {",".join(CONFIGS)}')
+    parser.add_argument('--steps', type=int, default=10, help='timed steps per stage (median)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed steps per stage first')
+    parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads')
+    parser.add_argument('--size', type=int, default=256, help='detector image size')
+    parser.add_argument('--det-batch', type=int, default=2)
+    parser.add_argument('--cls-batch', type=int, default=64)
+    args = parser.parse_args()
+    keys = [k for k in args.models.split(',') if k]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown or not keys:
+        sys.exit(f'--models {args.models!r}: unknown {unknown}; choose from {list(CONFIGS)}')
+    if args.steps < 1 or args.warmup < 0:
+        sys.exit('--steps must be >= 1 and --warmup >= 0')
+    torch.set_num_threads(args.threads)
+
+    from mmengine.logging import MMLogger
+
+    from mmdeblora.utils import register_all_modules
+    register_all_modules()
+    MMLogger.get_instance('bench_stage2', log_level='WARNING')  # no init_weights report
+    print(f'threads={torch.get_num_threads()} warmup={args.warmup} steps={args.steps} '
+          '(median; each round steps every model and stage once)', flush=True)
+    results = measure(keys, args)
+    for key, r in results.items():
+        ratio = r['stage2'] / r['stage1']
+        print(f'{key:<6} input {"x".join(map(str, r["batch"]))}: stage 1 {r["stage1"]:.4f} s, '
+              f'stage 2 {r["stage2"]:.4f} s, stage-2/stage-1 {ratio:.3f}x '
+              f'(goal <= {STAGE2_GOAL}x) {"ok" if ratio <= STAGE2_GOAL else "OVER"}',
+              flush=True)
+    if 'lora' in results and 'clora' in results:
+        lora, clora = results['lora'], results['clora']
+        goal = clora['routes'] + ROUTES_EXTRA
+        for stage in ('stage1', 'stage2'):
+            ratio = clora[stage] / lora[stage]
+            print(f'clora/lora {stage[:-1]} {stage[-1]}: {ratio:.3f}x (goal <= {goal:.1f}x: '
+                  f'{clora["routes"]} routes + {ROUTES_EXTRA}) '
+                  f'{"ok" if ratio <= goal else "OVER"}', flush=True)
+
+
+if __name__ == '__main__':
+    main()

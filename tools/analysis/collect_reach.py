@@ -1,0 +1,77 @@
+"""Table of stage-2 sweep settings: target reach and test macro-F1, mean +- sd over seeds.
+
+    python tools/analysis/collect_reach.py DIR [DIR ...] [--row lora_deblora] [--out F.md]
+
+Each DIR is a ``classification_table.py`` work dir (one per setting, as
+``tools/analysis/stage2_sweep.sh`` makes them); the setting's name is the folder's name. Per
+setting: the seeds found, the calibrated gap at the end of stage 2 relative to the switch
+(``cal_gap``, goal <= 0.5), the others' drift in units of s, and head / tail / all
+macro-F1 (%), with every seed's value listed so the table can be checked run by run.
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+from typing import List, Optional, Sequence
+
+COLUMNS = (('reach', 'cal_gap', 'calibrated gap (rel.)', '{:.3f}'),
+           ('reach', 'other_drift', 'others\' drift (s)', '{:.4f}'),
+           ('metrics', 'head_f1', 'head F1', '{:.1f}'),
+           ('metrics', 'tail_f1', 'tail F1', '{:.1f}'),
+           ('metrics', 'macro_f1', 'all F1', '{:.1f}'))
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('dirs', nargs='+', help='one classification_table.py work dir a setting')
+    p.add_argument('--row', default='lora_deblora', help='the row to read in each dir')
+    p.add_argument('--out', help='also write the table to this markdown file (new file)')
+    return p.parse_args(argv)
+
+
+def load(dir_: str, row: str) -> List[dict]:
+    runs = []
+    for path in sorted(glob.glob(osp.join(dir_, row, 'seed*', 'result.json'))):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return sorted(runs, key=lambda r: r['seed'])
+
+
+def cell(runs: List[dict], part: str, key: str, fmt: str) -> str:
+    from mmdeblora.utils.summary import mean_sd
+    vals = [r[part][key] for r in runs if r.get(part) and key in r[part]]
+    if not vals:
+        return 'n/a'
+    mean, sd = mean_sd(vals)
+    per_seed = ' / '.join(fmt.format(v) for v in vals)
+    spread = '' if len(vals) < 2 else ' +- ' + fmt.format(sd)
+    return f'{fmt.format(mean)}{spread} ({per_seed})'
+
+
+def table(dirs: Sequence[str], row: str) -> str:
+    head = ['setting', 'seeds'] + [c[2] for c in COLUMNS]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+    for d in dirs:
+        runs = load(d, row)
+        if not runs:
+            continue
+        seeds = ' '.join(str(r['seed']) for r in runs)
+        cells = [cell(runs, *c[:2], c[3]) for c in COLUMNS]
+        lines.append('| ' + ' | '.join([osp.basename(osp.normpath(d)), seeds] + cells) + ' |')
+    if len(lines) == 2:
+        raise SystemExit(f'no {row}/seed*/result.json under {list(dirs)}')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    text = table(args.dirs, args.row)
+    print(text)
+    if args.out:
+        with open(args.out, 'x') as f:  # never written over
+            f.write(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
