@@ -14,7 +14,7 @@ interface (``mmdeblora.models.DebiasModel``):
 """
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine import dist
@@ -217,6 +217,23 @@ def gather_cat(x: Tensor) -> Tensor:
     return torch.cat(parts).to(x.device)
 
 
+def eval_batches(model, data_loader, progress: bool = True) -> Iterator[dict]:
+    """The loader's batches through the model's data preprocessor, with the model in eval
+    mode (its mode restored afterwards) and a progress bar (rate, ETA) on rank 0."""
+    bar = ProgressBar(len(data_loader)) if progress and dist.is_main_process() else None
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in data_loader:
+            yield model.data_preprocessor(batch, False)
+            if bar is not None:
+                bar.update()
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.file.write('\n')
+
+
 @torch.no_grad()
 def extract_features(model, data_loader, adapters: Optional[Sequence[str]] = None,
                      pool: str = 'avg', normalize: bool = True,
@@ -228,22 +245,11 @@ def extract_features(model, data_loader, adapters: Optional[Sequence[str]] = Non
     """
     zs: List[Tensor] = []
     ys: List[Tensor] = []
-    bar = ProgressBar(len(data_loader)) if progress and dist.is_main_process() else None
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in data_loader:
-            data = model.data_preprocessor(batch, False)
-            z, y = model.instance_features(data['inputs'], data['data_samples'], adapters,
-                                           pool, normalize)
-            zs.append(z.float().cpu())
-            ys.append(y.long().cpu())
-            if bar is not None:
-                bar.update()
-    finally:
-        model.train(was_training)
-    if bar is not None:
-        bar.file.write('\n')
+    for data in eval_batches(model, data_loader, progress):
+        z, y = model.instance_features(data['inputs'], data['data_samples'], adapters,
+                                       pool, normalize)
+        zs.append(z.float().cpu())
+        ys.append(y.long().cpu())
     if not zs:
         raise ValueError('feature extraction got an empty data loader')
     return torch.cat(zs), torch.cat(ys)

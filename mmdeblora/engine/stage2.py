@@ -9,12 +9,10 @@ import os.path as osp
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine import dist
 from mmengine.registry import DefaultScope
-from mmengine.utils import ProgressBar
 
 from mmdeblora.deblora import DebiasState, Stage2Settings
-from .debias import DebiasSettings, gather_cat
+from .debias import DebiasSettings, eval_batches, gather_cat
 
 HOOK_ONLY = ('type', 'switch_epoch', 'plot', 'plot_max_points', 'save_switch_checkpoint',
              'stage2_optim_wrapper', 'stage2_param_scheduler', 'reach_interval')
@@ -115,25 +113,14 @@ def measure_reach(model, data_loader, progress: bool = True) -> dict:
     if plan is None:
         raise RuntimeError('measure_reach needs a model in the de-biasing stage')
     now, start, cal = [], [], []
-    bar = ProgressBar(len(data_loader)) if progress and dist.is_main_process() else None
-    was = model.training
-    model.eval()
-    try:
-        for batch in data_loader:
-            data = model.data_preprocessor(batch, False)
-            z1, targets = model.debias_targets(data['inputs'], data['data_samples'])
-            z, labels = model.instance_features(data['inputs'], data['data_samples'])
-            is_cal = plan.instance_calibrated(labels)
-            now.append(torch.where(is_cal, ((z - targets) ** 2).sum(1),
-                                   ((z - z1) ** 2).sum(1)).double().cpu())
-            start.append(((z1 - targets) ** 2).sum(1).double().cpu())
-            cal.append(is_cal.cpu())
-            if bar is not None:
-                bar.update()
-    finally:
-        model.train(was)
-    if bar is not None:
-        bar.file.write('\n')
+    for data in eval_batches(model, data_loader, progress):
+        z1, targets = model.debias_targets(data['inputs'], data['data_samples'])
+        z, labels = model.instance_features(data['inputs'], data['data_samples'])
+        is_cal = plan.instance_calibrated(labels)
+        now.append(torch.where(is_cal, ((z - targets) ** 2).sum(1),
+                               ((z - z1) ** 2).sum(1)).double().cpu())
+        start.append(((z1 - targets) ** 2).sum(1).double().cpu())
+        cal.append(is_cal.cpu())
     now, start, cal = (gather_cat(torch.cat(x)) for x in (now, start, cal))
     cal = cal.bool()
     s = plan.loss_scale

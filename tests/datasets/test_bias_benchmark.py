@@ -37,6 +37,28 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert sorted(os.listdir(tmp_path / 'a' / 'source' / 'train')) == source_classes()
 
 
+# What the generator drew at seed 0 for TINY, recorded on 2026-12-04 (generator version 1,
+# the install's numpy / opencv): a change of the pixels or the boxes, silent otherwise,
+# changes these, and with them every table made on the benchmark. If the change is
+# intended, bump GENERATOR_VERSION, record the new values and re-make the tables.
+RECORDED_CONTENT = dict(target='8e91922e67773cfd', source='b6907a02f4e30c0c')
+
+
+def test_generated_content_matches_the_recorded_fingerprint(tmp_path):
+    target = make_bias_target(str(tmp_path), seed=0, log=None, **TINY)
+    source = make_bias_source(str(tmp_path), seed=0, per_class=2, val_per_class=1, log=None)
+    assert dict(target=target['content'], source=source['content']) == RECORDED_CONTENT
+    with open(tmp_path / 'target' / 'target.json') as fh:  # written with the summary
+        assert json.load(fh)['content'] == RECORDED_CONTENT['target']
+    # it is the content: one changed byte of one image changes it
+    from mmdeblora.datasets.bias_benchmark.generate import content_fingerprint
+    img = sorted((tmp_path / 'target' / 'test' / 'images').iterdir())[0]
+    data = bytearray(img.read_bytes())
+    data[-1] ^= 1
+    img.write_bytes(bytes(data))
+    assert content_fingerprint(str(tmp_path / 'target')) != RECORDED_CONTENT['target']
+
+
 def test_counts_are_long_tailed_and_the_other_parts_balanced(tmp_path):
     counts = target_counts(TARGET_DEFAULTS)
     train = counts['train']

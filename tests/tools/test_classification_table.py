@@ -84,6 +84,14 @@ def test_reduced_table_and_resume(tmp_path):
     assert params['clora_deblora'] == params['clora'] + adapters
     for a, b in tool.PAIRS:
         assert f'| {tool.ROWS[a][0]} − {tool.ROWS[b][0]} | 2 |' in table
+    # per-seed values and what the runs were made from, in the result and the table
+    with open(osp.join(wd, 'reduced_data', 'target', 'target.json')) as fh:
+        content = json.load(fh)['content']
+    res = json.load(open(osp.join(wd, 'lora', 'seed1', 'result.json')))
+    assert res['fingerprints'] == dict(data=content, foundation='random')
+    assert f'data {content}, foundation random' in table
+    tail0 = json.load(open(osp.join(wd, 'lora', 'seed0', 'result.json')))['metrics']['tail_f1']
+    assert f'- LoRA: seed 0 {tail0:.1f}, seed 1 ' in table
     # resume: only the missing run is trained again
     redo = osp.join(wd, 'lora', 'seed1', 'result.json')
     keep = osp.join(wd, 'lora', 'seed0', 'result.json')

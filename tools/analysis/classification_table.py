@@ -210,7 +210,7 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     result = dict(row=row, label=ROWS[row][0], config=ROWS[row][1], seed=seed,
                   options={k: v for k, v in opts.items()}, checkpoint=ckpt,
                   metrics={k: float(v) for k, v in metrics.items()},
-                  reach=last_reach(cfg.work_dir),
+                  reach=last_reach(cfg.work_dir), fingerprints=run_fingerprints(cfg),
                   trainable_params=stage1 + extra, stage2_params=extra,
                   train_seconds=round(train_s, 1), train_cpu_seconds=round(train_cpu, 1),
                   test_seconds=round(time.time() - start, 1))
@@ -218,6 +218,31 @@ def run_one(row: str, seed: int, args: argparse.Namespace) -> dict:
     with atomic_open(osp.join(out, 'result.json')) as fh:  # whole, or not at all
         json.dump(result, fh, indent=2, default=str)
     return result
+
+
+_WEIGHTS_FP: Dict[str, str] = {}
+
+
+def run_fingerprints(cfg) -> Dict[str, str]:
+    """What a run was made from: the target data as drawn (``content`` of its
+    ``target.json``, or hashed now) and the foundation's weights (``random`` without one),
+    so that a table made elsewhere can be told apart from this one."""
+    from mmdeblora.datasets.bias_benchmark.generate import content_fingerprint
+    from mmdeblora.utils.checkpoint import load_checkpoint_file
+    from mmdeblora.utils.summary import state_dict_fingerprint
+    root = cfg.train_dataloader.dataset.get('data_root') or ''
+    try:
+        with open(osp.join(root, 'target.json')) as fh:
+            data = json.load(fh).get('content')
+    except (OSError, ValueError):
+        data = None
+    data = data or (content_fingerprint(root) if osp.isdir(root) else 'unknown')
+    bb = cfg.model.backbone
+    path = bb.get('pretrained') or (bb.get('init_cfg') or {}).get('checkpoint')
+    if path and path not in _WEIGHTS_FP:
+        ckpt = load_checkpoint_file(path)
+        _WEIGHTS_FP[path] = state_dict_fingerprint(ckpt.get('state_dict', ckpt))
+    return dict(data=data, foundation=_WEIGHTS_FP[path] if path else 'random')
 
 
 def last_reach(work_dir: str) -> Optional[dict]:
@@ -298,6 +323,7 @@ def summarize(results: Dict[str, List[dict]]) -> dict:
         params = sorted({r['trainable_params'] for r in runs})
         entry['trainable_params'] = params
         entry['train_seconds'] = mean_sd([r['train_seconds'] for r in runs]) if runs else None
+        entry['per_seed_tail'] = {r['seed']: r['metrics']['tail_f1'] for r in runs}
         rows[row] = entry
     pairs = []
     for a, b in PAIRS:
@@ -308,7 +334,9 @@ def summarize(results: Dict[str, List[dict]]) -> dict:
             stats = {k: paired_interval(*v) for k, v in by_seed.items()}
             if all(stats.values()):
                 pairs.append(dict(a=a, b=b, stats=stats))
-    return dict(rows=rows, pairs=pairs)
+    prints = sorted({tuple(sorted((r.get('fingerprints') or {}).items()))
+                     for runs in results.values() for r in runs})
+    return dict(rows=rows, pairs=pairs, fingerprints=[dict(p) for p in prints if p])
 
 
 def fmt(ms: Tuple[float, float]) -> str:
@@ -341,6 +369,14 @@ def markdown(summary: dict, command: str) -> str:
             n = p['stats']['tail_f1']['n']
             lines.append(f"| {ROWS[p['a']][0]} − {ROWS[p['b']][0]} | {n} | " +
                          ' | '.join(cells) + ' |')
+    lines += ['', 'Tail macro-F1 per seed:', '']
+    for row in summary['rows'].values():
+        lines.append(f"- {row['label']}: " + ', '.join(
+            f'seed {s} {v:.1f}' for s, v in sorted(row['per_seed_tail'].items())))
+    if summary.get('fingerprints'):
+        lines += ['', 'Made from (data as drawn / foundation weights, sha256 prefixes): ' +
+                  '; '.join(f"data {p.get('data')}, foundation {p.get('foundation')}"
+                            for p in summary['fingerprints'])]
     return '\n'.join(lines) + '\n'
 
 

@@ -76,7 +76,9 @@ def pretrain_foundation(out: str, source: dict, seed: int, force: bool,
     metrics = runner.val()
     state = {k: v.detach().cpu().clone() for k, v in runner.model.state_dict().items()
              if k.startswith('backbone.')}
+    from mmdeblora.utils.summary import state_dict_fingerprint
     meta = dict(fingerprint=fp, source=source['fingerprint'], seed=seed,
+                weights=state_dict_fingerprint(state),
                 source_val_accuracy=float(metrics['accuracy/top1']),
                 train_seconds=round(time.time() - start, 1))
     tmp = ckpt + '.tmp'

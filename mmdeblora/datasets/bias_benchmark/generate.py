@@ -48,6 +48,25 @@ def part_rng(seed: int, part: str) -> np.random.RandomState:
     return np.random.RandomState(key)
 
 
+def content_fingerprint(path: str) -> str:
+    """sha256 (16 hex digits) of what the generator wrote under ``path``: every file's
+    relative path and bytes, in sorted order, the ``*.json`` summaries left out. The
+    settings fingerprint says what was asked; this one says what was drawn, so that a
+    silent change of the pixels or the boxes (a new library version, a changed drawing
+    routine) shows in every table made on the data."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith('.json'):
+                continue
+            full = osp.join(root, name)
+            digest.update(osp.relpath(full, path).encode() + b'\0')
+            with open(full, 'rb') as fh:
+                digest.update(hashlib.sha256(fh.read()).digest())
+    return digest.hexdigest()[:16]
+
+
 def settings_fingerprint(kind: str, settings: dict) -> str:
     blob = json.dumps(dict(kind=kind, version=GENERATOR_VERSION, settings=settings),
                       sort_keys=True)
@@ -203,7 +222,8 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
         counts[split] = write_source(osp.join(path, split),
                                      {c: n for c in source_classes()},
                                      part_rng(s['seed'], f'source/{split}'), s['img_size'])
-    summary = dict(fingerprint=fp, settings=s, classes=source_classes(), counts=counts)
+    summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
+                   classes=source_classes(), counts=counts)
     with open(osp.join(path, 'source.json'), 'w') as fh:
         json.dump(summary, fh, indent=2)
     if log:
@@ -236,7 +256,8 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
                                       tuple(s['object_size']), s['objects_per_image'],
                                       s['noise'], prefix=part[:2])
         assert written[part] == want, 'every requested box is placed'
-    summary = dict(fingerprint=fp, settings=s, classes=list(DOTA_CLASSES),
+    summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
+                   classes=list(DOTA_CLASSES),
                    groups=DOTA_GROUPS, siblings=SIBLINGS,
                    counts={p: {c: written[p][c] for c in DOTA_CLASSES} for p in written})
     with open(osp.join(path, 'target.json'), 'w') as fh:
