@@ -34,10 +34,12 @@ def make_small_toy(out: str, seed: int = 0) -> dict:
                          test_fraction=0.1, test_min_per_class=1, log=None)
 
 
-@pytest.fixture(autouse=True, scope='session')
+@pytest.fixture(autouse=True)
 def _registered():
     """What every tool does first: ``register_all_modules()`` (our modules, and mmengine's
-    checkpoint loads weights-only; ``import mmdeblora`` alone changes no loading)."""
+    checkpoint loads weights-only; ``import mmdeblora`` alone changes no loading). Before
+    every test (idempotent, cheap): torch's allow-list is process-global and a test's
+    session fixtures or imports may have reset it since the session began."""
     from mmdeblora.utils import register_all_modules
     register_all_modules()
 
