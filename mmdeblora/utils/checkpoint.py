@@ -119,7 +119,11 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
     path = osp.expanduser(path)
     size = _file_size(path, 'checkpoint')
     try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        # only what is not allow-listed already: torch's context manager removes on exit
+        # what it was given, so passing a registered global would un-register it
+        have = torch.serialization.get_safe_globals()
+        extra = [g for g in checkpoint_safe_globals() if g not in have]
+        with torch.serialization.safe_globals(extra):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError,
             zipfile.BadZipFile, UnicodeDecodeError) as err:

@@ -188,3 +188,23 @@ def test_register_all_modules_installs_the_safe_loader(monkeypatch):
     assert not safe_checkpoint_loader_installed()
     register_all_modules()
     assert safe_checkpoint_loader_installed()
+
+
+def test_loading_a_checkpoint_keeps_the_process_allow_list(tmp_path):
+    """load_checkpoint_file allows mmengine's contents for its own load without taking them
+    off torch's process-wide allow-list (torch's context manager removes on exit what it
+    was given): a plain weights-only torch.load afterwards still works."""
+    import torch
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    from mmdeblora.utils import register_all_modules
+    from mmdeblora.utils.checkpoint import load_checkpoint_file
+    register_all_modules()
+    path = str(tmp_path / 'c.pth')
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    buf.update(2.0)
+    torch.save(dict(meta=dict(buf=buf)), path)
+    assert load_checkpoint_file(path)['meta']['buf'].mean() == 1.5
+    assert HistoryBuffer in torch.serialization.get_safe_globals()
+    assert torch.load(path, weights_only=True)['meta']['buf'].mean() == 1.5
