@@ -1,5 +1,6 @@
 """CheckedRunner: checkpoints that do not fit are refused (load_from, --resume, test), what
 loaded is counted, and a debLoRA stage-2 checkpoint (adapters created on load) still fits."""
+import itertools
 import logging
 import os.path as osp
 import re
@@ -18,6 +19,9 @@ DEBLORA = osp.join(REPO, 'configs', 'deblora', 'oriented_rcnn_r18_deblora_toy.py
 PLAIN = osp.join(REPO, 'configs', 'baselines', 'oriented_rcnn_r18_toy.py')
 
 
+_RUNNER_IDS = itertools.count()
+
+
 def make_cfg(config, root, work_dir, extra=()):
     register_all()
     cfg = Config.fromfile(config)
@@ -33,6 +37,9 @@ def make_cfg(config, root, work_dir, extra=()):
         cfg.custom_hooks[0].update(switch_epoch=0, num_clusters=2, extract_batch_size=2,
                                    kmeans=dict(n_init=1), plot=None)
     cfg.work_dir = str(work_dir)
+    # one logger per runner: mmengine names it by config and timestamp, so two runners built
+    # in the same second would share the first one's log file
+    cfg.experiment_name = f'checked_{next(_RUNNER_IDS)}_{osp.basename(str(work_dir))}'
     # no validation; the test loop only dumps predictions (mmrotate's mAP spawns processes)
     cfg.test_evaluator = dict(type='DumpResults', out_file_path=osp.join(work_dir, 'p.pkl'))
     cfg.randomness = dict(seed=0)
