@@ -90,16 +90,19 @@ def _terrain(size: int, rng: np.random.RandomState) -> np.ndarray:
 
 def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
                   rng: np.random.RandomState, img_size: int, object_size: Tuple[float, float],
-                  objects_per_image: float, noise: float, prefix: str) -> Dict[str, int]:
+                  objects_per_image: float, noise: float, prefix: str,
+                  progress: bool = False) -> Dict[str, int]:
     """Aerial scenes holding exactly ``counts`` objects, in the split-DOTA format, with
     sensor noise (std ``noise`` grey levels) over everything: a faint cue must be read
-    through it, not off flat colours."""
+    through it, not off flat colours. ``progress``: a bar over the objects placed (it
+    draws no random numbers: the scenes are the same with or without it)."""
     img_dir, ann_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'annfiles')
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(ann_dir, exist_ok=True)
     pending = [c for c, n in counts.items() for _ in range(n)]
     rng.shuffle(pending)
     written = {c: 0 for c in counts}
+    bar = progress_bar(len(pending)) if progress else None
     idx = 0
     while pending:
         want = max(1, int(rng.poisson(objects_per_image)))
@@ -135,7 +138,20 @@ def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
         with open(osp.join(ann_dir, stem + '.txt'), 'w') as fh:
             fh.write('\n'.join(lines) + '\n')
         idx += 1
+        if bar is not None:
+            bar.update(len(lines))
+    if bar is not None:
+        bar.file.write('\n')
     return written
+
+
+def progress_bar(total: int):
+    """mmengine's progress bar (rate, ETA) for a long generation step, on the current
+    ``sys.stdout`` (mmengine's default is the one it saw at import)."""
+    import sys
+
+    from mmengine.utils import ProgressBar
+    return ProgressBar(total, file=sys.stdout)
 
 
 # ---------------------------------------------------------------- the two domains
@@ -221,7 +237,8 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
     for split, n in (('train', s['per_class']), ('val', s['val_per_class'])):
         counts[split] = write_source(osp.join(path, split),
                                      {c: n for c in source_classes()},
-                                     part_rng(s['seed'], f'source/{split}'), s['img_size'])
+                                     part_rng(s['seed'], f'source/{split}'), s['img_size'],
+                                     progress=log is not None)
     summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
                    classes=source_classes(), counts=counts)
     with open(osp.join(path, 'source.json'), 'w') as fh:
@@ -254,7 +271,7 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
         written[part] = render_scenes(osp.join(path, part), want, style,
                                       part_rng(s['seed'], f'target/{part}'), s['img_size'],
                                       tuple(s['object_size']), s['objects_per_image'],
-                                      s['noise'], prefix=part[:2])
+                                      s['noise'], prefix=part[:2], progress=log is not None)
         assert written[part] == want, 'every requested box is placed'
     summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
                    classes=list(DOTA_CLASSES),

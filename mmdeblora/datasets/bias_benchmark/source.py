@@ -176,15 +176,24 @@ def render_source_image(name: str, rng: np.random.RandomState, size: int = 32,
 
 
 def write_source(out_dir: str, per_class: Dict[str, int], rng: np.random.RandomState,
-                 size: int = 32) -> Dict[str, int]:
-    """``out_dir/<class>/<n>.png`` for every class; returns the counts."""
+                 size: int = 32, progress: bool = False) -> Dict[str, int]:
+    """``out_dir/<class>/<n>.png`` for every class; returns the counts. ``progress``: a
+    bar (rate, ETA) over the images; it draws no random numbers."""
+    bar = None
+    if progress:
+        from .generate import progress_bar
+        bar = progress_bar(sum(per_class.values()))
     counts = {}
     for name, n in per_class.items():
         cls_dir = osp.join(out_dir, name)
         os.makedirs(cls_dir, exist_ok=True)
         for i in range(n):
             cv2.imwrite(osp.join(cls_dir, f'{i:05d}.png'), render_source_image(name, rng, size))
+            if bar is not None:
+                bar.update()
         counts[name] = n
+    if bar is not None:
+        bar.file.write('\n')
     return counts
 
 
