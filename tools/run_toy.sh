@@ -65,3 +65,7 @@ cat <<EOF
   checkpoints:     $WORK_DIR/{lora,lora_deblora}/seed0/train/epoch_*.pth
   per-class AP:    $WORK_DIR/{lora,lora_deblora}/seed0/result.json
 EOF
+if [ "$QUICK" = 1 ]; then
+  echo "[run_toy] --quick: 3 epochs on a third of the data show the pipeline, not the method;"
+  echo "          the full run: bash tools/run_toy.sh"
+fi

@@ -1,6 +1,8 @@
 """DOTAMetric that also reports mAP per head / middle / tail group."""
+import itertools
 import json
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -32,7 +34,9 @@ class GroupDOTAMetric(ResolveGroupsEarly, DOTAMetric):
             tail classes never trained on. Default: the data set's
             ``metainfo['train_counts']``, as ``GroupF1Metric`` reads them.
         classwise: also return each class's AP as ``AP50/<class>``.
-        nproc: processes for upstream's TP/FP computation (upstream fixes 4).
+        nproc: processes for upstream's TP/FP computation (upstream fixes 4). With 1 the
+            computation runs in this process: upstream starts a spawned pool whatever
+            ``nproc`` is, about 5 s per evaluation on a small CPU, more than the work.
     """
 
     def __init__(self,
@@ -90,10 +94,11 @@ class GroupDOTAMetric(ResolveGroupsEarly, DOTAMetric):
         mean_aps, class_aps, num_gts = [], [], None
         for iou_thr in self.iou_thrs:
             logger.info(f'\n{"-" * 15}iou_thr: {iou_thr}{"-" * 15}')
-            mean_ap, per_class = eval_rbbox_map(
-                dets, gts, scale_ranges=self.scale_ranges, iou_thr=iou_thr,
-                use_07_metric=self.use_07_metric, box_type=self.predict_box_type,
-                dataset=classes, logger=logger, nproc=self.nproc)
+            with in_process_pool(self.nproc == 1):
+                mean_ap, per_class = eval_rbbox_map(
+                    dets, gts, scale_ranges=self.scale_ranges, iou_thr=iou_thr,
+                    use_07_metric=self.use_07_metric, box_type=self.predict_box_type,
+                    dataset=classes, logger=logger, nproc=self.nproc)
             mean_aps.append(mean_ap)
             eval_results[f'AP{int(iou_thr * 100):02d}'] = round(mean_ap, 3)
             class_aps.append([float(np.mean(r['ap'])) for r in per_class])
@@ -123,3 +128,37 @@ class GroupDOTAMetric(ResolveGroupsEarly, DOTAMetric):
             rows.append(f"{g + ' mAP':<34}{res[f'{g}_mAP']:>8.3f}")
         rows.append(f"{'mAP':<34}{res['mAP']:>8.3f}")
         return '\n'.join(rows)
+
+
+class _InProcessPool:
+    """What ``eval_rbbox_map`` uses of a ``multiprocessing.Pool``, run in this process."""
+
+    def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+
+    @staticmethod
+    def starmap(func, iterable) -> list:
+        return list(itertools.starmap(func, iterable))
+
+    def close(self) -> None:
+        pass
+
+
+class _InProcessContext:
+    Pool = _InProcessPool
+
+
+@contextmanager
+def in_process_pool(enabled: bool = True):
+    """Run upstream's ``eval_rbbox_map`` without its process pool (same results: the pool
+    only maps ``tpfp_default`` over the images)."""
+    from mmrotate.evaluation.functional import mean_ap
+    if not enabled:
+        yield
+        return
+    upstream = mean_ap.get_context
+    mean_ap.get_context = lambda method=None: _InProcessContext
+    try:
+        yield
+    finally:
+        mean_ap.get_context = upstream

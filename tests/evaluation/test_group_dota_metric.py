@@ -110,3 +110,22 @@ def test_auto_groups_read_the_data_sets_training_counts():
     metric.process({}, samples)
     res = metric.compute_metrics(metric.results)
     assert res['tail_mAP'] == pytest.approx(res['AP50/helicopter'])
+
+
+def test_nproc_1_counts_in_this_process_and_puts_upstream_back(monkeypatch):
+    """Upstream spawns a pool whatever nproc is (seconds per evaluation on a small CPU);
+    nproc=1 maps in this process, with the same numbers (the test above compares it with
+    DOTAMetric's pool), and leaves mmrotate's module as it was."""
+    from mmrotate.evaluation.functional import mean_ap
+
+    def no_pool(method=None):
+        raise AssertionError('a process pool was started')
+
+    monkeypatch.setattr(mean_ap, 'get_context', no_pool)
+    samples = _samples(np.random.RandomState(0))
+    res = _run(GroupDOTAMetric(nproc=1), samples)
+    assert res['head_mAP'] == pytest.approx(1.0)
+    assert mean_ap.get_context is no_pool
+    with pytest.raises(AssertionError, match='process pool'):
+        _run(GroupDOTAMetric(nproc=2), samples)
+    assert mean_ap.get_context is no_pool

@@ -47,5 +47,6 @@ test_dataloader = dict(
     dataset=dict(type=dataset_type, data_root=data_root, ann_file='test/annfiles/',
                  data_prefix=dict(img_path='test/images/'), pipeline=test_pipeline))
 
-val_evaluator = dict(type='GroupDOTAMetric', groups='dota', nproc=2)
+# nproc=1: in-process TP / FP counting (GroupDOTAMetric), no spawned pool for 261 scenes
+val_evaluator = dict(type='GroupDOTAMetric', groups='dota', nproc=1)
 test_evaluator = val_evaluator

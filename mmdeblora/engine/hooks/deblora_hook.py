@@ -147,9 +147,17 @@ class DebLoRAHook(Hook):
                             "Oriented R-CNN set model.type='DebLoRAFasterRCNN'")
         model.debias_check(self.stage2, self.settings.pool)
         if isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # training only
-            self._loader = build_extraction_loader(runner.cfg, self.settings)
-            preflight(model, self._loader, self.settings)
-            self._dry_build_stage2_optim(runner)
+            # the checks draw random numbers (the loader's base seed) before mmengine
+            # initialises the weights: restored, so that a debLoRA run starts from the
+            # same weights and data order as the LoRA run of its seed
+            from .random_state_hook import capture_random_state, restore_random_state
+            state = capture_random_state()
+            try:
+                self._loader = build_extraction_loader(runner.cfg, self.settings)
+                preflight(model, self._loader, self.settings)
+                self._dry_build_stage2_optim(runner)
+            finally:
+                restore_random_state(state)
 
     def _dry_build_stage2_optim(self, runner) -> None:
         """Build the stage-2 optimizer and schedulers once on the stage-1 model, so that a

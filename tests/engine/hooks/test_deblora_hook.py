@@ -444,3 +444,22 @@ def test_roi_transformer_through_the_switch(toy_root, tmp_path):
     feat_losses = [out['loss_deblora_feat'] for ep, _, out in probe.iters if ep == 1]
     assert feat_losses and all(torch.isfinite(torch.tensor(v)) for v in feat_losses)
     assert hook_of(runner).state.class_centers.shape == (15, 128)
+
+
+def test_checks_before_the_run_leave_the_random_state_as_they_found_it(toy_root, tmp_path):
+    """before_run's dry run (the extraction loader's first batch draws its base seed) comes
+    before mmengine initialises the weights: the random state is put back, so that a
+    debLoRA run starts from the same weights and data order as the LoRA run of its seed
+    (the detection table's shared stage 1 and every paired debLoRA - LoRA difference)."""
+    from mmdeblora.engine.hooks.random_state_hook import capture_random_state
+    runner, _ = make_runner(make_cfg(toy_root, tmp_path, 'rng_before_run', 2))
+    runner._train_loop = runner.build_train_loop(runner._train_loop)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    before = capture_random_state()
+    hook_of(runner).before_run(runner)
+    after = capture_random_state()
+    assert hook_of(runner)._loader is not None  # the dry run happened
+    assert torch.equal(before['torch'], after['torch'])
+    assert torch.equal(before['numpy']['keys'], after['numpy']['keys'])
+    assert before['numpy']['pos'] == after['numpy']['pos']
+    assert torch.equal(before['python']['state'], after['python']['state'])
