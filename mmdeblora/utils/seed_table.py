@@ -163,6 +163,15 @@ def parse_args(proto: TableProtocol,
 
 
 # ---------------------------------------------------------------------- configs
+def reduced_target(work_dir: str, settings: Dict[str, object]) -> str:
+    """Tiny generated target domain of a ``--reduced`` table under ``work_dir`` (made once,
+    reused): its data root."""
+    from mmdeblora.datasets.bias_benchmark import make_bias_target
+    out = osp.join(work_dir, 'reduced_data')
+    make_bias_target(out, log=None, **settings)
+    return osp.join(out, 'target') + '/'
+
+
 def reduced_hook_options(cfg) -> Dict[str, object]:
     """``--reduced`` settings of the config's DebLoRAHook: the switch after epoch 1, K = 4,
     one k-means start, no plot."""

@@ -81,10 +81,7 @@ REDUCED_SEEDS = [0, 1]
 
 def reduced_data(work_dir: str) -> str:
     """Tiny generated target scenes for ``--reduced`` (made once, reused)."""
-    from mmdeblora.datasets.bias_benchmark import make_bias_target
-    out = osp.join(work_dir, 'reduced_data')
-    make_bias_target(out, log=None, **REDUCED_DATA)
-    return osp.join(out, 'target') + '/'
+    return seed_table.reduced_target(work_dir, REDUCED_DATA)
 
 
 def reduced_options(cfg, args: argparse.Namespace) -> Dict[str, object]:
