@@ -9,7 +9,7 @@ import argparse
 
 from mmdeblora.engine import use_checked_runner
 from mmdeblora.utils import register_all_modules
-from mmdeblora.utils.launch import add_common_args, build_runner, load_config
+from mmdeblora.utils.launch import add_common_args, build_runner, close_distributed, load_config
 from mmdeblora.utils.preflight import check_inputs
 
 
@@ -55,6 +55,7 @@ def main() -> None:
             raise ValueError(f'--out must be a .pkl file, got {args.out!r}')
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
+    close_distributed()
 
 
 if __name__ == '__main__':

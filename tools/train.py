@@ -13,7 +13,8 @@ from mmengine.logging import print_log
 
 from mmdeblora.engine import use_checked_runner
 from mmdeblora.utils import register_all_modules
-from mmdeblora.utils.launch import add_common_args, apply_resume, build_runner, load_config
+from mmdeblora.utils.launch import (add_common_args, apply_resume, build_runner, close_distributed,
+                                    load_config)
 from mmdeblora.utils.preflight import check_inputs
 
 
@@ -68,6 +69,7 @@ def main() -> None:
     use_checked_runner(cfg, args.allow_mismatch)
     runner = build_runner(cfg)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -255,6 +255,18 @@ def _cpu_model_wrapper(cfg: Config) -> None:
     wrapper.device_ids = None
 
 
+def close_distributed() -> None:
+    """Tear the process group down before the interpreter exits (all ranks, after the work).
+
+    A gloo group left to the exit handlers can abort a worker after the run finished
+    ("terminate called without an active exception", seen once in CI on a 2-process
+    ``dist_test.sh``), which turns a finished run into a failed one."""
+    import torch.distributed as tdist
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 def build_runner(cfg: Config):
     """The default Runner, or the registered one named by ``runner_type``; DDP on the CPU
     when launched distributed without CUDA (``setup_cpu_distributed``)."""
