@@ -25,6 +25,7 @@ random numbers before mmengine initialises the weights, so its neck and heads st
 other weights.) ``train_seconds`` of a sharing row counts its stage 2 only.
 """
 import argparse
+import functools
 import gc
 import json
 import math
@@ -34,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -630,3 +631,14 @@ def main(proto: TableProtocol, argv: Optional[Sequence[str]] = None) -> int:
         print(f'{len(missing)} run(s) missing: {missing}', file=sys.stderr)
         status = 1
     return status
+
+
+Bound = namedtuple('Bound', ['parse_args', 'run_options', 'build_cfg', 'prepare_run_dir',
+                             'run_one', 'worker', 'summarize', 'markdown', 'main'])
+
+
+def bind(proto: TableProtocol) -> Bound:
+    """The machinery bound to one table: the module-level functions its script exposes."""
+    fns = {name: functools.partial(globals()[name], proto) for name in Bound._fields}
+    fns['prepare_run_dir'] = functools.partial(prepare_run_dir, marker=proto.marker)
+    return Bound(**fns)

@@ -46,7 +46,7 @@ import argparse
 import os.path as osp
 import sys
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Tuple
 
 from mmdeblora.utils import seed_table
 from mmdeblora.utils.seed_table import TableProtocol
@@ -112,28 +112,8 @@ MARKER = PROTOCOL.marker
 
 
 # the machinery (mmdeblora.utils.seed_table) bound to this table
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return seed_table.parse_args(PROTOCOL, argv)
-
-
-def build_cfg(row: str, seed: int, args: argparse.Namespace, work_dir: str):
-    return seed_table.build_cfg(PROTOCOL, row, seed, args, work_dir)
-
-
-def prepare_run_dir(path: str) -> None:
-    seed_table.prepare_run_dir(path, MARKER)
-
-
-def summarize(results: Dict[str, list]) -> dict:
-    return seed_table.summarize(PROTOCOL, results)
-
-
-def markdown(summary: dict, command: str) -> str:
-    return seed_table.markdown(PROTOCOL, summary, command)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return seed_table.main(PROTOCOL, argv)
+(parse_args, run_options, build_cfg, prepare_run_dir, run_one, worker, summarize, markdown,
+ main) = seed_table.bind(PROTOCOL)
 
 
 if __name__ == '__main__':
