@@ -274,11 +274,22 @@ def debias_model(model, data_loader, settings: DebiasSettings,
     if log_fn:
         log_fn(f'debias: {len(y)} instances of {sum(n > 0 for n in natural)} classes '
                f'extracted, feature dim {z.shape[1]}')
+    return fit_on_features(z, y, classes, settings, next(model.parameters()).device, log_fn)
+
+
+def fit_on_features(z: Tensor, y: Tensor, classes: Sequence[str], settings: DebiasSettings,
+                    device=None, log_fn: Optional[Callable[[str], None]] = None
+                    ) -> DebiasResult:
+    """Steps 2-3 on extracted (all ranks', ``settings.normalize``-d) features ``z`` with
+    labels ``y``: what ``debias_model`` does after extraction, and what the diagnostics
+    tool runs on a model's training features to see the switch's h_c. K-means runs on
+    ``settings.kmeans['device']``, else ``device``, else ``z``'s device."""
+    natural = torch.bincount(y, minlength=len(classes)).tolist()
     groups, cal = settings.resolve(classes, natural)
     keep = cap_per_class(y, settings.max_per_class, settings.sample_seed)
     z, y = z[keep], y[keep]
     km = dict(settings.kmeans)
-    device = km.pop('device', None) or next(model.parameters()).device
+    device = km.pop('device', None) or device or z.device
     state = fit_debias(z.to(device), y.to(device), classes, cal, natural_counts=natural,
                        groups=groups, num_clusters=settings.num_clusters, kmeans_cfg=km,
                        weighting=settings.weighting, alpha_mode=settings.alpha_mode,

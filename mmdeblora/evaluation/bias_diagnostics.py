@@ -13,8 +13,17 @@ comparison and the tests all call the same functions:
 5. the share of tail training instances in head-majority K-means clusters
    (``head_cluster_share``, the clustering of ``mmdeblora.deblora.kmeans``).
 
+and the pre-checks of debLoRA's premise (the tail's few training features misrepresent
+it, and the de-biased centers h_c estimate it better):
+
+a. the tail's intra-class spread (``tail_spread``), model against oracle;
+b. / c. whether h_c is nearer its class's held-out centroid than any other class's, and
+   how near it is against the mean of the class's training features
+   (``center_estimates``).
+
 Centroid distances use features centred on the split's mean: ReLU features all share a
-large positive mean, which would make every cosine close to 1.
+large positive mean, which would make every cosine close to 1. ``center_estimates`` is
+the exception: it compares points of one feature space, the switch's, where h_c lives.
 """
 from typing import Dict, List, Sequence
 
@@ -160,4 +169,57 @@ def calibration_sibling_margins(z: Tensor, z_hat: Tensor, y: Tensor, class_cente
             res[f'margin_{when}'] = float(margin.mean())
             res[f'own_nearer_{when}'] = float((margin > 0).float().mean())
         out[tail] = res
+    return out
+
+
+def tail_spread(x: Tensor, y: Tensor, classes: Sequence[str],
+                groups: Dict[str, List[str]]) -> Dict[str, float]:
+    """Per tail class present: the mean cosine distance of its instances to its centroid,
+    features centred on the split's mean, so that spreads of two models' features compare
+    whatever offset each one's features share."""
+    xc = x - x.mean(0)
+    cent = class_centroids(xc, y, len(classes))
+    out = {}
+    for name in groups['tail']:
+        c = classes.index(name)
+        members = y == c
+        if members.any():
+            sims = F.normalize(xc[members], dim=1) @ F.normalize(cent[c], dim=0)
+            out[name] = float((1 - sims).mean())
+    return out
+
+
+def center_estimates(centers: Tensor, train_z: Tensor, train_y: Tensor, eval_z: Tensor,
+                     eval_y: Tensor, classes: Sequence[str],
+                     names: Sequence[str]) -> Dict[str, dict]:
+    """Is the de-biased center h_c a better estimate of its class than the class's
+    training mean? Per class of ``names`` with training and held-out instances.
+
+    ``centers``: h_c [C, D], built by the switch from ``train_z``; ``train_z`` /
+    ``eval_z``: training and held-out features in the switch's space (L2-normalised when
+    it normalises), not centred: h_c is a point of that space. With e_k the held-out
+    centroid of class k and m_c the training mean of c, cosine distances d:
+    ``nearest`` is the class k of least d(h_c, e_k) (``own_nearest``: it is c),
+    ``center_to_heldout`` d(h_c, e_c), ``mean_to_heldout`` d(m_c, e_c) and ``ratio``
+    their quotient (< 1: h_c is nearer the class as held out than its training mean).
+    """
+    num = len(classes)
+    held = class_centroids(eval_z, eval_y, num)
+    valid = ~torch.isnan(held).any(1)
+    held_n = F.normalize(torch.nan_to_num(held), dim=1)
+    train_m = F.normalize(torch.nan_to_num(class_centroids(train_z, train_y, num)), dim=1)
+    h = F.normalize(centers.to(held_n), dim=1)
+    out = {}
+    for name in names:
+        c = classes.index(name)
+        if not (valid[c] and (train_y == c).any()):
+            continue
+        d = 1 - held_n @ h[c]
+        d[~valid] = float('inf')
+        nearest = int(d.argmin())
+        to_center, to_mean = float(d[c]), float(1 - held_n[c] @ train_m[c])
+        out[name] = dict(nearest=classes[nearest], own_nearest=nearest == c,
+                         center_to_heldout=to_center, mean_to_heldout=to_mean,
+                         ratio=to_center / to_mean if to_mean > 0 else
+                         float('inf') if to_center > 0 else 1.0)
     return out

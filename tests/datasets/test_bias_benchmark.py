@@ -12,6 +12,7 @@ from mmdeblora.datasets.bias_benchmark import (SIBLINGS, TARGET_DEFAULTS, Target
                                                make_bias_source, make_bias_target,
                                                render_source_image, source_classes, target_counts)
 from mmdeblora.datasets.bias_benchmark.draw import Frame
+from mmdeblora.datasets.bias_benchmark.looks import Look
 
 TINY = dict(max_count=12, imbalance_ratio=6, val_per_class=1, test_per_class=1,
             img_size=96, objects_per_image=4)
@@ -60,6 +61,20 @@ def test_generated_content_matches_the_recorded_fingerprint(tmp_path, capsys):
     data[-1] ^= 1
     img.write_bytes(bytes(data))
     assert content_fingerprint(str(tmp_path / 'target')) != RECORDED_CONTENT['target']
+
+
+# The older settings' content at seed 0 for TINY, recorded before 'scattered' and
+# 'atypical' were added (2026-12-05): the new settings must not move them.
+RECORDED_OLDER = {('shared', 0.05): '50fa682ee9f9db54', ('weak', 0.2): '3112f9f8553ec522',
+                  ('control', 0.05): '8c721c23044d47fb'}
+
+
+@pytest.mark.parametrize('bias,strength', sorted(RECORDED_OLDER))
+def test_older_settings_keep_their_content(tmp_path, bias, strength):
+    summary = make_bias_target(str(tmp_path), seed=0, bias=bias, cue_strength=strength,
+                               log=None, **TINY)
+    assert summary['content'] == RECORDED_OLDER[bias, strength]
+    assert 'looks' not in summary  # they draw no per-instance look
 
 
 def test_counts_are_long_tailed_and_the_other_parts_balanced(tmp_path):
@@ -173,3 +188,108 @@ def test_source_images_are_seeded_objects():
     b = render_source_image('bird', np.random.RandomState(5))
     assert a.shape == (32, 32, 3) and np.array_equal(a, b)
     assert len(source_classes()) == 12
+
+
+def _boxes(root, part: str):
+    """{class: [(length, width), ...]} of a generated part's annotations."""
+    out = {}
+    ann = osp.join(root, 'target', part, 'annfiles')
+    for name in os.listdir(ann):
+        for line in open(osp.join(ann, name)):
+            v = line.split()
+            p = np.array(v[:8], float).reshape(4, 2)
+            out.setdefault(v[8], []).append((np.linalg.norm(p[1] - p[0]),
+                                             np.linalg.norm(p[2] - p[1])))
+    return {c: np.array(b) for c, b in out.items()}
+
+
+def _log_sd(boxes, classes, aspect=False) -> float:
+    """Mean over ``classes`` of the sd of log box length (or log aspect) in each class."""
+    return float(np.mean([np.log(boxes[c][:, 0] / (boxes[c][:, 1] if aspect else 1)).std()
+                          for c in classes]))
+
+
+def test_scattered_spreads_the_tail_and_leaves_the_head_as_in_control(tmp_path):
+    kw = dict(TINY, val_per_class=12, test_per_class=12)
+    boxes = {}
+    for bias in ('control', 'scattered'):
+        summary = make_bias_target(str(tmp_path / bias), bias=bias, log=None, **kw)
+        boxes[bias] = {}
+        for part in ('train', 'val', 'test'):
+            for c, b in _boxes(str(tmp_path / bias), part).items():
+                boxes[bias][c] = np.concatenate([boxes[bias].get(c, np.zeros((0, 2))), b])
+    assert summary['settings']['cue_strength'] == 1.0  # its default: the full ranges
+    assert summary['looks']['applies_to'].startswith('tail')
+    tail, head = DOTA_GROUPS['tail'], DOTA_GROUPS['head']
+    assert _log_sd(boxes['scattered'], tail) > 1.5 * _log_sd(boxes['control'], tail)
+    assert _log_sd(boxes['scattered'], tail, True) > 2 * _log_sd(boxes['control'], tail, True)
+    # the head: no look, so the same spread of box sizes as in control
+    ratio = _log_sd(boxes['scattered'], head) / _log_sd(boxes['control'], head)
+    assert 0.75 < ratio < 1.33
+    style = TargetStyle('scattered', 1.0)
+    assert style.look('plane', np.random.RandomState(0)) is None
+    assert style.shape_of('helicopter') == 'helicopter'  # shapes of their own
+
+
+def test_scattered_looks_scale_with_the_cue_strength():
+    for s in (1.0, 0.25):
+        rng = np.random.RandomState(0)
+        looks = [TargetStyle('scattered', s).look('roundabout', rng) for _ in range(2000)]
+        log_scale = np.abs(np.log([lk.scale for lk in looks]))
+        assert 0.9 * s * math.log(1.5) < log_scale.max() <= s * math.log(1.5) + 1e-9
+        assert min(lk.contrast for lk in looks) >= 1 - 0.6 * s - 1e-9
+        assert max(lk.occlusion for lk in looks) <= 0.4 * s + 1e-9
+        missing = np.mean([not lk.part for lk in looks])
+        assert abs(missing - 0.5 * s) < 0.05
+        assert 0.45 < np.mean([lk.occlusion > 0 for lk in looks]) < 0.55
+
+
+def _render_look(name, look, seed=3, bias='scattered'):
+    img = np.full((80, 80, 3), 100, np.uint8)
+    TargetStyle(bias, 1.0).draw(img, Frame.box(40, 40, 50, 25, 0.4), name,
+                                np.random.RandomState(seed), look)
+    return img
+
+
+@pytest.mark.parametrize('tail', sorted(SIBLINGS))
+def test_each_look_attribute_changes_the_drawing(tail):
+    plain = _render_look(tail, Look())
+    assert np.array_equal(plain, _render_look(tail, None))  # the neutral look: no change
+    dev = np.abs(plain.astype(int) - 100).sum()
+    for look in (Look(part=False), Look(contrast=0.4), Look(occlusion=0.3),
+                 Look(texture=(0.0, 4.0, 0.4))):
+        assert (_render_look(tail, look) != plain).any(2).sum() > 10, look
+    # lower contrast: the object nearer the ground colour; a patch of ground over an end
+    faint = np.abs(_render_look(tail, Look(contrast=0.4)).astype(int) - 100).sum()
+    assert 0.3 * dev < faint < 0.5 * dev
+    occluded = np.abs(_render_look(tail, Look(occlusion=0.3)).astype(int) - 100).sum()
+    assert occluded < dev
+
+
+def test_atypical_draws_the_tail_small_and_faint_in_training_only(tmp_path):
+    summary = make_bias_target(str(tmp_path), bias='atypical', log=None,
+                               **dict(TINY, test_per_class=16))
+    assert summary['looks']['rate'] == dict(tail_train=0.75, other=0.1)
+    tail, head = DOTA_GROUPS['tail'], DOTA_GROUPS['head']
+    train, test = _boxes(str(tmp_path), 'train'), _boxes(str(tmp_path), 'test')
+
+    def small(boxes, classes):  # the atypical band is 11-16.5 px, the typical 20-30 px
+        lengths = np.concatenate([boxes[c][:, 0] for c in classes])
+        return float(np.mean(lengths < 18))
+
+    assert small(train, tail) > 0.5
+    assert small(test, tail) < 0.3 and small(train, head) < 0.3 and small(test, head) < 0.3
+    # per instance: the rate of the condition, and the condition's contrast
+    style, rng = TargetStyle('atypical', 1.0), np.random.RandomState(0)
+    for name, typical, rate in (('helicopter', False, 0.75), ('helicopter', True, 0.1),
+                                ('plane', False, 0.1), ('plane', True, 0.1)):
+        drawn = [style.look(name, rng, typical) for _ in range(2000)]
+        assert abs(np.mean([lk is not None for lk in drawn]) - rate) < 0.04, name
+    look = next(lk for lk in drawn if lk is not None)
+    assert look.scale == pytest.approx(0.55) and look.contrast == pytest.approx(0.4)
+    for tail_name in SIBLINGS:
+        plain = np.abs(_render_look(tail_name, None, bias='atypical').astype(int) - 100)
+        faint = np.abs(_render_look(tail_name, look, bias='atypical').astype(int) - 100)
+        assert faint.sum() < 0.5 * plain.sum()
+    with pytest.raises(ValueError, match='cue_strength'):
+        TargetStyle('atypical', 1.5)

@@ -89,3 +89,42 @@ def test_calibration_sibling_margins_sign_follows_the_center():
     y2 = y.clone()
     y2[y2 == 3] = 2
     assert 't0' not in bd.calibration_sibling_margins(x, x, y2, own, CLASSES, {'t0': 'h0'})
+
+
+def test_tail_spread_grows_with_the_scatter_and_ignores_a_shared_offset():
+    tight, y = _blobs([60, 60, 60, 30], CENTRES, spread=0.2)
+    wide, _ = _blobs([60, 60, 60, 30], CENTRES, spread=0.2)
+    wide[y == 3] = tight[y == 3].mean(0) + 4 * (tight[y == 3] - tight[y == 3].mean(0))
+    a, b = bd.tail_spread(tight, y, CLASSES, GROUPS), bd.tail_spread(wide, y, CLASSES, GROUPS)
+    assert set(a) == {'t0'} and b['t0'] > 2 * a['t0']
+    # centred on the split's mean: a vector every feature shares does not shrink it (the
+    # uncentred cosine of feature_stats' intra_tail would)
+    assert bd.tail_spread(tight + 50, y, CLASSES, GROUPS)['t0'] == pytest.approx(a['t0'],
+                                                                                 rel=1e-4)
+    assert bd.tail_spread(tight, torch.where(y == 3, 2, y), CLASSES, GROUPS) == {}
+
+
+def test_center_estimates_against_the_training_mean():
+    import torch.nn.functional as F
+    held, hy = _blobs([40, 40, 40, 40], CENTRES, spread=0.1, seed=1)
+    train, ty = _blobs([200, 200, 100, 10], CENTRES, spread=0.1)
+    train[ty == 3] = 0.5 * train[ty == 3] + 0.5 * train[ty == 0][:10]  # atypical: toward h0
+    held, train = F.normalize(held, dim=1), F.normalize(train, dim=1)
+    own_held = bd.class_centroids(held, hy, 4)[3]
+    mean = bd.class_centroids(train, ty, 4)
+    for h_t0, nearest, better in ((own_held, 't0', True),        # the class as held out
+                                  (mean[0], 'h0', False),         # the sibling's center
+                                  (mean[3], None, None)):         # its own training mean
+        centers = mean.clone()
+        centers[3] = h_t0
+        r = bd.center_estimates(centers, train, ty, held, hy, CLASSES, ['t0', 'm0'])['t0']
+        assert r['mean_to_heldout'] > 0
+        if nearest is not None:
+            assert r['nearest'] == nearest and r['own_nearest'] == (nearest == 't0')
+            assert (r['ratio'] < 1) == better
+        else:
+            assert r['ratio'] == pytest.approx(1, rel=1e-4)
+    # a class without held-out instances is left out
+    res = bd.center_estimates(mean, train, ty, held[hy != 2], hy[hy != 2], CLASSES,
+                              ['t0', 'm0'])
+    assert set(res) == {'t0'}

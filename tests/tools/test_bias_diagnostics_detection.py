@@ -70,8 +70,19 @@ def test_detection_report_structure(run):
             assert 0 <= r[key] <= 1
     # number 1 is informative for a detector: no pass / fail
     assert set(res['prechecks']) == {'1_gt_roi_tail_f1_gap', '2_probe_tail_f1_gap',
-                                     '3_sibling_distance_ratio'}
-    assert set(res['passed']) == {'2', '3'}
+                                     '3_sibling_distance_ratio', 'a_tail_spread_ratio',
+                                     'b_centers_own_nearest', 'c_center_mean_ratio'}
+    assert set(res['passed']) == {'2', '3', 'a', 'b', 'c'}
+    # the premise numbers: h_c per tail class, from the switch's default settings
+    assert res['switch_settings']['num_clusters'] == 32
+    for side in ('model', 'oracle'):
+        prem = res[side]['premise']
+        assert set(prem['centers']) == set(res['groups']['tail'])
+        assert all(r['ratio'] > 0 and r['nearest'] in res['classes']
+                   for r in prem['centers'].values())
+        assert 0 <= prem['centers_own_nearest'] <= prem['centers_compared'] == 6
+    assert res['prechecks']['a_tail_spread_ratio'] == pytest.approx(
+        res['model']['premise']['tail_spread'] / res['oracle']['premise']['tail_spread'])
     assert res['prechecks']['2_probe_tail_f1_gap'] == pytest.approx(
         res['oracle']['probe']['tail_f1'] - res['model']['probe']['tail_f1'])
     assert 'GT-RoI classifier tail macro-F1' in run['stdout']

@@ -69,6 +69,14 @@ def test_lora_config_trains_tests_and_diagnoses(bench, tmp_path):
     assert res['prechecks']['2_probe_tail_f1_gap'] == pytest.approx(0)
     assert res['prechecks']['3_sibling_distance_ratio'] == pytest.approx(1)
     assert res['siblings']['helicopter'] == 'plane'
+    # the premise: the same model's tail spread ratio 1, the same h_c on both sides, built
+    # with the default switch settings (a LoRA config has no DebLoRAHook)
+    assert res['prechecks']['a_tail_spread_ratio'] == pytest.approx(1)
+    assert res['model']['premise'] == res['oracle']['premise']
+    assert res['switch_settings']['num_clusters'] == 32
+    assert res['switch_settings']['weighting'] == 'balanced'
+    assert set(res['model']['premise']['centers']) == set(res['groups']['tail'])
+    assert 'premise c' in diag.stdout
 
 
 @pytest.mark.slow

@@ -20,6 +20,28 @@ Printed and written as json (``--out``):
 6. the paper's feature table on the evaluation split: head-tail and tail-tail centroid
    distances, tail intra-class distance (``mmdeblora.deblora.stats.feature_stats``).
 
+Pre-checks of debLoRA's premise (``premise`` in the json, per model; the math in
+``mmdeblora.evaluation.bias_diagnostics``), for the settings where it can hold
+(``--bias scattered`` / ``atypical``, docs/classification.md):
+
+a. tail intra-class spread on the evaluation split (``tail_spread``: mean cosine distance
+   of an instance to its class centroid, features centred on the split's mean), model /
+   oracle (pre-check for ``scattered``: >= 1.5, the model's tail scattered);
+b. the de-biased centers h_c the switch would build from the model's training features:
+   the switch's own steps (``mmdeblora.engine.debias.fit_on_features``: L2 normalisation,
+   K-means, ``balanced`` weighting) with the config's DebLoRAHook settings, the defaults
+   (``configs/_base_/deblora_hook.py``: K = 32) for a LoRA config, recorded as
+   ``switch_settings``; per calibrated (tail) class, whether h_c is nearer the class's
+   evaluation centroid than any other class's (pre-check: all tail classes but at most
+   one, 5 of 6);
+c. the premise in its sharpest form, per tail class: d(h_c, evaluation centroid) /
+   d(mean of the class's training features, evaluation centroid), cosine distances in the
+   switch's (normalised) space, per class and their mean (pre-check: mean < 1, h_c the
+   better estimate of the class as held out).
+
+b and c are computed for the oracle too (its h_c from its features of the same training
+crops), for comparison; the pre-checks read the model's.
+
 Detection (a config whose model has a ``roi_head``, e.g. configs/bias_detection/; the
 default oracle is then ``bias_det_lora_oracle.py``): an instance is a ground-truth box of
 the training scenes / of the evaluation split's scenes, loaded with the test pipeline (the
@@ -182,9 +204,54 @@ def siblings_for(cfg: Config, classes, groups, oracle_eval) -> dict:
 Features = Tuple[Tensor, Tensor, Tensor]  # features [N, D], labels [N], own predictions [N]
 
 
+def premise_numbers(train: Features, evaluation: Features, classes, groups: dict,
+                    settings) -> dict:
+    """Numbers a-c of one model: its tail spread, and the switch's h_c (``settings``: the
+    de-biasing step's) against the class's training mean as estimates of the class."""
+    from mmdeblora.engine.debias import DebiasSettings, fit_on_features
+    from mmdeblora.evaluation import bias_diagnostics as bd
+    settings = settings or DebiasSettings(where='bias_diagnostics')
+    (tx, ty, _), (ex, ey, _) = train, evaluation
+    spread = bd.tail_spread(ex, ey, classes, groups)
+    if settings.normalize:  # the switch's space
+        tx, ex = torch.nn.functional.normalize(tx, dim=1), \
+            torch.nn.functional.normalize(ex, dim=1)
+    state = fit_on_features(tx, ty, classes, settings).state
+    per_class = bd.center_estimates(state.class_centers, tx, ty, ex, ey, classes,
+                                    state.calibrated_names)
+    ratios = [r['ratio'] for r in per_class.values()]
+    return dict(tail_spread=sum(spread.values()) / max(len(spread), 1),
+                tail_spread_per_class=spread, centers=per_class,
+                centers_own_nearest=sum(r['own_nearest'] for r in per_class.values()),
+                centers_compared=len(per_class),
+                center_mean_ratio=sum(ratios) / len(ratios) if ratios else float('nan'))
+
+
+def switch_settings_record(settings) -> dict:
+    """The de-biasing settings numbers b-c used, for the json."""
+    return dict(num_clusters=settings.num_clusters, kmeans=dict(settings.kmeans),
+                weighting=settings.weighting, normalize=settings.normalize,
+                pool=settings.pool, max_per_class=settings.max_per_class,
+                calibrate_groups=list(settings.calibrate_groups))
+
+
+def premise_prechecks(out: dict) -> None:
+    """Pre-checks a-c into ``out['prechecks']`` / ``out['passed']``."""
+    m, o = out['model']['premise'], out['oracle']['premise']
+    p, ok = out['prechecks'], out['passed']
+    p['a_tail_spread_ratio'] = m['tail_spread'] / max(o['tail_spread'], 1e-12)
+    p['b_centers_own_nearest'] = m['centers_own_nearest']
+    p['c_center_mean_ratio'] = m['center_mean_ratio']
+    ok['a'] = p['a_tail_spread_ratio'] >= 1.5
+    ok['b'] = m['centers_compared'] > 0 and \
+        m['centers_own_nearest'] >= m['centers_compared'] - 1
+    ok['c'] = p['c_center_mean_ratio'] < 1
+
+
 def side_numbers(train: Features, evaluation: Features, classes, groups: dict,
-                 siblings: dict, k: int, seed: int) -> dict:
-    """Numbers 1-6 of one model from its training and evaluation features."""
+                 siblings: dict, k: int, seed: int, settings=None) -> dict:
+    """Numbers 1-6 and a-c of one model from its training and evaluation features
+    (``settings``: the de-biasing step's, default its defaults)."""
     from mmdeblora.deblora.stats import feature_stats
     from mmdeblora.evaluation import bias_diagnostics as bd
     (tx, ty, _), (ex, ey, epred) = train, evaluation
@@ -199,12 +266,15 @@ def side_numbers(train: Features, evaluation: Features, classes, groups: dict,
             tx, ty, ex, ey, classes, groups),
         distances=feature_stats(torch.nn.functional.normalize(ex, dim=1), ey, classes,
                                 groups),
-        head_cluster_share=bd.head_cluster_share(tx, ty, classes, groups, k, seed))
+        head_cluster_share=bd.head_cluster_share(tx, ty, classes, groups, k, seed),
+        premise=premise_numbers(train, evaluation, classes, groups, settings))
 
 
 def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) -> dict:
     if is_detection(model_cfg):
         return diagnose_detection(model_cfg, model, oracle, split, k, seed)
+    from mmdeblora.engine.stage2 import settings_from_config
+    settings = settings_from_config(model_cfg)[0]
     train_set = build_split(model_cfg, 'train_dataloader')
     eval_set = build_split(model_cfg, f'{split}_dataloader')
     classes = list(eval_set.metainfo['classes'])
@@ -212,9 +282,11 @@ def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) ->
     feats = {name: dict(train=extract(m, train_set), eval=extract(m, eval_set))
              for name, m in (('model', model), ('oracle', oracle))}
     siblings = siblings_for(model_cfg, classes, groups, feats['oracle']['eval'])
-    out = dict(split=split, classes=classes, groups=groups, siblings=siblings)
+    out = dict(split=split, classes=classes, groups=groups, siblings=siblings,
+               switch_settings=switch_settings_record(settings))
     for name, f in feats.items():
-        out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed)
+        out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed,
+                                 settings)
     m, o = out['model'], out['oracle']
     out['prechecks'] = {
         '1_tail_f1_gap': o['own']['tail_f1'] - m['own']['tail_f1'],
@@ -224,6 +296,7 @@ def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) ->
     p = out['prechecks']
     out['passed'] = {'1': p['1_tail_f1_gap'] >= 15, '2': p['2_probe_tail_f1_gap'] >= 10,
                      '3': p['3_sibling_distance_ratio'] <= 0.5}
+    premise_prechecks(out)
     return out
 
 
@@ -306,9 +379,11 @@ def diagnose_detection(cfg: Config, model, oracle, split: str, k: int, seed: int
     out = dict(kind='detection', split=split, classes=classes, groups=groups,
                siblings=siblings, features=DET_FEATURES,
                instances=dict(train=class_counts(train_y, classes),
-                              eval=class_counts(eval_y, classes)))
+                              eval=class_counts(eval_y, classes)),
+               switch_settings=switch_settings_record(settings))
     for name, f in feats.items():
-        out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed)
+        out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed,
+                                 settings)
     m, o = out['model'], out['oracle']
     out['prechecks'] = {  # 1: informative; the pre-check is the table's tail mAP gap
         '1_gt_roi_tail_f1_gap': o['own']['tail_f1'] - m['own']['tail_f1'],
@@ -318,6 +393,7 @@ def diagnose_detection(cfg: Config, model, oracle, split: str, k: int, seed: int
     p = out['prechecks']
     out['passed'] = {'2': p['2_probe_tail_f1_gap'] >= 10,
                      '3': p['3_sibling_distance_ratio'] <= 0.5}
+    premise_prechecks(out)
     return out
 
 
@@ -351,6 +427,16 @@ def format_report(res: dict) -> str:
         o['head_cluster_share'], '{:>10.3f}')
     for key, label in DISTANCES:
         row(label, m['distances'][key], o['distances'][key], '{:>10.4f}')
+    mp, op = m['premise'], o['premise']
+    row('tail intra-class spread (centred)', mp['tail_spread'], op['tail_spread'],
+        '{:>10.4f}')
+    row(f"h_c nearest own held-out centroid (of {mp['centers_compared']})",
+        mp['centers_own_nearest'], op['centers_own_nearest'], '{:>10d}')
+    row('d(h_c, held-out) / d(train mean, held-out)', mp['center_mean_ratio'],
+        op['center_mean_ratio'], '{:>10.3f}')
+    rows.append('  per tail class (model): nearest held-out centroid to h_c, ratio')
+    for name, r in mp['centers'].items():
+        rows.append(f"    {name:<22}{r['nearest']:<22}{r['ratio']:>8.3f}")
     p, ok = res['prechecks'], res['passed']
     if '1' in ok:
         rows.append(f"pre-check 1 (tail F1 gap >= 15): {p['1_tail_f1_gap']:.2f} "
@@ -363,6 +449,13 @@ def format_report(res: dict) -> str:
                 f"{'PASS' if ok['2'] else 'fail'}")
     rows.append(f"pre-check 3 (sibling distance ratio <= 0.5): "
                 f"{p['3_sibling_distance_ratio']:.3f} {'PASS' if ok['3'] else 'fail'}")
+    rows.append(f"premise a (tail spread ratio >= 1.5, for scattered): "
+                f"{p['a_tail_spread_ratio']:.3f} {'PASS' if ok['a'] else 'fail'}")
+    rows.append(f"premise b (h_c nearest its own held-out centroid, all but one): "
+                f"{p['b_centers_own_nearest']} of {mp['centers_compared']} "
+                f"{'PASS' if ok['b'] else 'fail'}")
+    rows.append(f"premise c (mean d(h_c) / d(train mean) < 1): "
+                f"{p['c_center_mean_ratio']:.3f} {'PASS' if ok['c'] else 'fail'}")
     return '\n'.join(rows)
 
 
@@ -378,6 +471,9 @@ DISTANCES = [('head_tail', 'head-tail inter-class distance'),
              ('tail_tail', 'tail-tail inter-class distance'),
              ('intra_tail', 'tail intra-class distance')]
 NUMBERS += [(label, ('distances', key)) for key, label in DISTANCES]
+NUMBERS += [('tail intra-class spread (centred)', ('premise', 'tail_spread')),
+            ('h_c nearest own held-out centroid', ('premise', 'centers_own_nearest')),
+            ('d(h_c, held-out) / d(train mean, ...)', ('premise', 'center_mean_ratio'))]
 
 
 def mean_sd(values, fmt: str = '{:8.3f} +- {:6.3f}') -> str:
@@ -401,13 +497,14 @@ def aggregate(runs) -> str:
                     v = v.get(k, float('nan')) if isinstance(v, dict) else v
                 vals[side].append(v)
         rows.append(f'{label:<40}{mean_sd(vals["model"]):>20}{mean_sd(vals["oracle"]):>20}')
-    for key in runs[0]['prechecks']:
+    for key in runs[0]['prechecks']:  # (files written before a-c lack those: NaN)
         if key[0] in runs[0]['passed']:
-            verdict = f"passed in {sum(r['passed'][key[0]] for r in runs)}/{len(runs)}"
+            passed = sum(r['passed'].get(key[0], False) for r in runs)
+            verdict = f'passed in {passed}/{len(runs)}'
         else:
             verdict = 'informative (detection: the pre-check is the tail mAP gap)'
-        rows.append(f"pre-check {key:<34}{mean_sd([r['prechecks'][key] for r in runs]):>20}"
-                    f'   {verdict}')
+        values = [r['prechecks'].get(key, float('nan')) for r in runs]
+        rows.append(f"pre-check {key:<34}{mean_sd(values):>20}   {verdict}")
     return '\n'.join(rows)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from mmdeblora.datasets.bias_benchmark import (SOURCE_DEFAULTS, TARGET_DEFAULTS, make_bias_source,
                                                make_bias_target)
-from mmdeblora.datasets.bias_benchmark.target import BIASES
+from mmdeblora.datasets.bias_benchmark.target import BIASES, CUE_DEFAULTS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FOUNDATION_CFG = osp.join(REPO, 'configs', 'classification', 'bias_foundation.py')
@@ -99,9 +99,13 @@ def main() -> None:
     p.add_argument('--source-seed', type=int, default=SOURCE_DEFAULTS['seed'])
     p.add_argument('--foundation-seed', type=int, default=0)
     p.add_argument('--bias', choices=BIASES, default=TARGET_DEFAULTS['bias'],
-                   help='the bias dial: which cue tells each tail class from its sibling')
-    p.add_argument('--cue-strength', type=float, default=TARGET_DEFAULTS['cue_strength'],
-                   help='stripe contrast (shared / strong) or ring radius (weak)')
+                   help='the bias dial: which cue tells each tail class from its sibling '
+                   '(scattered / atypical: how its instances vary; docs/classification.md)')
+    p.add_argument('--cue-strength', type=float,
+                   help='stripe contrast (shared / strong), ring radius (weak), the share of '
+                   'the looks\' ranges (scattered / atypical); default '
+                   f"{TARGET_DEFAULTS['cue_strength']}, "
+                   + ', '.join(f'{v} for {k}' for k, v in CUE_DEFAULTS.items()))
     p.add_argument('--stripe-period', type=float,
                    default=TARGET_DEFAULTS['stripe_period'], help='in scene pixels')
     p.add_argument('--noise', type=float, default=TARGET_DEFAULTS['noise'],
@@ -122,8 +126,9 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     source = make_bias_source(a.out, force=a.force, seed=a.source_seed,
                               per_class=a.source_per_class)
-    make_bias_target(a.out, force=a.force, seed=a.seed, bias=a.bias,
-                     cue_strength=a.cue_strength, stripe_period=a.stripe_period, noise=a.noise,
+    cue = {} if a.cue_strength is None else dict(cue_strength=a.cue_strength)
+    make_bias_target(a.out, force=a.force, seed=a.seed, bias=a.bias, **cue,
+                     stripe_period=a.stripe_period, noise=a.noise,
                      max_count=a.max_count, imbalance_ratio=a.imbalance_ratio,
                      val_per_class=a.val_per_class, test_per_class=a.test_per_class)
     if not a.no_foundation:

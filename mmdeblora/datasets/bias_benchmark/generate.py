@@ -27,7 +27,7 @@ from ..class_groups import DOTA_CLASSES, DOTA_GROUPS
 from ..toy_dota import long_tail_counts
 from .draw import Frame, jitter, smooth_noise
 from .source import SOURCE_CLASSES, source_classes, write_source
-from .target import SIBLINGS, TargetStyle
+from .target import CUE_DEFAULTS, SIBLINGS, TargetStyle
 
 GENERATOR_VERSION = 1
 CLASS_ORDER = tuple(DOTA_GROUPS['head'] + DOTA_GROUPS['middle'] + DOTA_GROUPS['tail'])
@@ -91,11 +91,14 @@ def _terrain(size: int, rng: np.random.RandomState) -> np.ndarray:
 def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
                   rng: np.random.RandomState, img_size: int, object_size: Tuple[float, float],
                   objects_per_image: float, noise: float, prefix: str,
-                  progress: bool = False) -> Dict[str, int]:
+                  progress: bool = False, typical: bool = True) -> Dict[str, int]:
     """Aerial scenes holding exactly ``counts`` objects, in the split-DOTA format, with
     sensor noise (std ``noise`` grey levels) over everything: a faint cue must be read
     through it, not off flat colours. ``progress``: a bar over the objects placed (it
-    draws no random numbers: the scenes are the same with or without it)."""
+    draws no random numbers: the scenes are the same with or without it). ``typical``:
+    the part shows the classes as they are (False: the long-tailed training part, whose
+    tail instances ``'atypical'`` draws unlike their class); the settings without
+    per-instance looks ignore it."""
     img_dir, ann_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'annfiles')
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(ann_dir, exist_ok=True)
@@ -111,10 +114,13 @@ def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
         placed: List[Tuple[float, float, float]] = []
         lines, leftover = [], []
         for name in batch:
+            look = style.look(name, rng, typical)  # None (no draw) for the older settings
             lo, hi = style.aspect(name)
             for _ in range(50):
                 length = rng.uniform(*object_size)
                 w, h = length, length / rng.uniform(lo, hi)
+                if look is not None:
+                    w, h = w * look.scale, h * look.scale / look.stretch
                 r = 0.5 * math.hypot(w, h)
                 cx, cy = rng.uniform(r + 2, img_size - r - 2, 2)
                 if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
@@ -123,7 +129,7 @@ def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
                 leftover.append(name)
                 continue
             frame = Frame.box(cx, cy, w, h, rng.uniform(-math.pi, math.pi))
-            style.draw(img, frame, name, rng)
+            style.draw(img, frame, name, rng, look)
             placed.append((cx, cy, r))
             lines.append(' '.join(f'{v:.1f}' for v in frame.corners().reshape(-1)) +
                          f' {name} 0')
@@ -251,11 +257,14 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
 
 def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
                      **settings) -> dict:
-    """The long-tailed target domain under ``out_dir/target`` (skipped when up to date)."""
+    """The long-tailed target domain under ``out_dir/target`` (skipped when up to date).
+    Without ``cue_strength``, ``'scattered'`` / ``'atypical'`` take 1.0 (``CUE_DEFAULTS``)."""
     unknown = set(settings) - set(TARGET_DEFAULTS)
     if unknown:
         raise TypeError(f'unknown target settings {sorted(unknown)}')
     s = dict(TARGET_DEFAULTS, **settings)
+    if 'cue_strength' not in settings:
+        s['cue_strength'] = CUE_DEFAULTS.get(s['bias'], s['cue_strength'])
     s['object_size'] = [float(v) for v in s['object_size']]
     style = TargetStyle(s['bias'], s['cue_strength'], s['stripe_period'])
     fp = settings_fingerprint('target', s)
@@ -271,12 +280,15 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
         written[part] = render_scenes(osp.join(path, part), want, style,
                                       part_rng(s['seed'], f'target/{part}'), s['img_size'],
                                       tuple(s['object_size']), s['objects_per_image'],
-                                      s['noise'], prefix=part[:2], progress=log is not None)
+                                      s['noise'], prefix=part[:2], progress=log is not None,
+                                      typical=part != 'train')
         assert written[part] == want, 'every requested box is placed'
     summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
                    classes=list(DOTA_CLASSES),
                    groups=DOTA_GROUPS, siblings=SIBLINGS,
                    counts={p: {c: written[p][c] for c in DOTA_CLASSES} for p in written})
+    if style.looks() is not None:  # the per-instance looks' ranges (new settings only)
+        summary['looks'] = style.looks()
     with open(osp.join(path, 'target.json'), 'w') as fh:
         json.dump(summary, fh, indent=2)
     if log:

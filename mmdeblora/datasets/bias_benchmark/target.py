@@ -18,6 +18,30 @@ are random everywhere (a nuisance, as in the source), so shape and the cue are a
 ``cue_strength`` is the stripes' contrast (``'shared'`` / ``'strong'``, a modulation
 amplitude in (0, 1]) or the ring's radius in unit object coordinates (``'weak'``, at most
 0.45).
+
+Two settings where the paper's premise can hold: tail classes with shapes of their own,
+head / middle classes drawn as in ``'control'``, plus a per-instance ``Look``
+(``looks.py``; ranges there and in ``target.json``) that ``cue_strength`` in (0, 1] scales.
+
+- ``'scattered'``: every tail instance, in every part, draws six attributes: box size
+  (x 1/1.5-1.5) and aspect (x 1/1.4-1.4), contrast against the terrain (0.4-1), a
+  terrain-coloured patch over one end (half of them, up to 0.4 of the length), stripes
+  (amplitude up to 0.5) and its distinctive part (missing with probability 0.5); values
+  at ``cue_strength`` 1, every range (size and aspect on a log scale) shrinking in
+  proportion toward ``'control'``. 10-50 training instances cannot cover that variation:
+  the tail's features are scattered and under-sampled, in a region of their own.
+- ``'atypical'``: the paper's figure captions show head features dominating and
+  "misrepresenting tail classes" (method figure, a), K-means centers that "represent
+  shared attributes between classes" (b; t-SNE figure, c-g) and h_c, a weighted average
+  of centers, pulling the tail toward it (c; t-SNE figure, h). So a tail class's few
+  training instances misrepresent it: 75 % are drawn in a rare imaging condition, small
+  (box length x (1 - 0.45 s)) and faint (contrast 1 - 0.6 s; s = ``cue_strength``), a
+  condition of 10 % of every class's instances in every part, head classes and the tail
+  of train_balanced / val / test alike. The training mean leans toward the condition;
+  the condition's clusters are mostly head instances, where the atypical tail instances
+  are a small share, while the typical remainder is the bulk of its cluster and weighs
+  most under ``balanced`` weighting: h_c can be nearer the held-out centroid than the
+  training mean.
 """
 import math
 from typing import Callable, Dict, Optional, Tuple
@@ -25,8 +49,13 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from .draw import Color, Frame, hsv, jitter
+from .looks import (ATYPICAL, Look, atypical_look, look_ranges, occlude, reduce_contrast,
+                    scattered_look, terrain_under)
 
-BIASES = ('weak', 'shared', 'strong', 'control')
+BIASES = ('weak', 'shared', 'strong', 'control', 'scattered', 'atypical')
+OWN_SHAPE_BIASES = ('control', 'scattered', 'atypical')  # tail classes: shapes of their own
+# cue_strength when none is given (else TARGET_DEFAULTS'): the looks' full ranges
+CUE_DEFAULTS = dict(scattered=1.0, atypical=1.0)
 
 # tail class -> the head / middle class it is drawn from
 SIBLINGS: Dict[str, str] = {
@@ -112,42 +141,48 @@ def _swimming_pool(img, f: Frame, body: Color, rng) -> None:
 
 
 # ---------------------------------------------------------------- control tail shapes
-def _heli_own(img, f: Frame, body: Color, rng) -> None:
+# ``part=False`` leaves out the class's distinctive part (``'scattered'``'s part draw)
+def _heli_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
     f.ellipse(img, 0.05, 0, 0.2, 0.16, body)
     f.poly(img, [(-0.5, -0.04), (0, -0.04), (0, 0.04), (-0.5, 0.04)], body)
-    f.line(img, (-0.45, -0.45), (0.5, 0.5), DARK, 1)
-    f.line(img, (-0.45, 0.5), (0.5, -0.45), DARK, 1)
+    if part:  # the rotor
+        f.line(img, (-0.45, -0.45), (0.5, 0.5), DARK, 1)
+        f.line(img, (-0.45, 0.5), (0.5, -0.45), DARK, 1)
 
 
-def _field_own(img, f: Frame, body: Color, rng) -> None:
+def _field_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
     for i in range(6):  # mowing stripes
         u0 = -0.5 + i / 6
         f.poly(img, [(u0, -0.5), (u0 + 1 / 6, -0.5), (u0 + 1 / 6, 0.5), (u0, 0.5)],
                jitter(body, rng, 0.25) if i % 2 else body)
-    f.ellipse(img, 0, 0, 0.12, 0.18, WHITE, 1)
+    if part:  # the centre circle
+        f.ellipse(img, 0, 0, 0.12, 0.18, WHITE, 1)
 
 
-def _diamond_own(img, f: Frame, body: Color, rng) -> None:
+def _diamond_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
     f.poly(img, [(-0.5, 0.5), (-0.5, -0.1), (0.1, 0.5)], body)
     f.ellipse(img, -0.5, 0.5, 0.95, 0.95, body, 1)
-    f.poly(img, [(-0.35, 0.35), (-0.1, 0.35), (-0.1, 0.1), (-0.35, 0.1)], WHITE)
+    if part:  # the infield
+        f.poly(img, [(-0.35, 0.35), (-0.1, 0.35), (-0.1, 0.1), (-0.35, 0.1)], WHITE)
 
 
-def _basket_own(img, f: Frame, body: Color, rng) -> None:
+def _basket_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
     f.poly(img, [(0, -0.5), (0.5, 0), (0, 0.5), (-0.5, 0)], body)  # a rhombus
-    f.ellipse(img, 0, 0, 0.15, 0.15, WHITE, 1)
+    if part:  # the centre circle
+        f.ellipse(img, 0, 0, 0.15, 0.15, WHITE, 1)
 
 
-def _ring_own(img, f: Frame, body: Color, rng) -> None:
+def _ring_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
     f.ellipse(img, 0, 0, 0.5, 0.5, body, 3)
-    for a in range(4):
+    for a in range(4 if part else 0):  # the spokes
         t = a * math.pi / 2 + math.pi / 4
         f.line(img, (0.15 * math.cos(t), 0.15 * math.sin(t)),
                (0.45 * math.cos(t), 0.45 * math.sin(t)), body, 1)
 
 
-def _track_own(img, f: Frame, body: Color, rng) -> None:
-    for r, col in ((0.5, body), (0.34, jitter((60, 140, 60), rng))):
+def _track_own(img, f: Frame, body: Color, rng, part: bool = True) -> None:
+    rings = ((0.5, body), (0.34, jitter((60, 140, 60), rng)))  # the track, the infield
+    for r, col in rings if part else rings[:1]:
         f.ellipse(img, -0.22, 0, 0.28 * r / 0.5, r, col)
         f.ellipse(img, 0.22, 0, 0.28 * r / 0.5, r, col)
         f.poly(img, [(-0.22, -r), (0.22, -r), (0.22, r), (-0.22, r)], col)
@@ -181,7 +216,7 @@ class TargetStyle:
     def shape_of(self, name: str) -> str:
         """The base shape a class is drawn with under this setting."""
         if name in SIBLINGS:
-            return name if self.bias == 'control' else SIBLINGS[name]
+            return name if self.bias in OWN_SHAPE_BIASES else SIBLINGS[name]
         if name == 'small-vehicle' and self.bias == 'shared':
             return 'large-vehicle'
         return name
@@ -197,22 +232,51 @@ class TargetStyle:
         if name == 'small-vehicle' and self.bias == 'shared':
             return 0.0, self.stripe_period, self.cue_strength  # the head uses stripes
         if name not in SIBLINGS.values() and name not in SIBLINGS and \
-                self.bias in ('strong', 'control') and rng.rand() < 0.5:
+                self.bias in ('strong', ) + OWN_SHAPE_BIASES and rng.rand() < 0.5:
             return rng.uniform(0, math.pi), rng.uniform(3, 6), rng.uniform(0.1, 0.4)
         return None
 
-    def draw(self, img: np.ndarray, f: Frame, name: str, rng: np.random.RandomState) -> None:
+    def look(self, name: str, rng: np.random.RandomState,
+             typical: bool = True) -> Optional[Look]:
+        """The instance's ``Look`` under ``'scattered'`` / ``'atypical'``; ``typical``:
+        the part shows the classes as they are (all but the long-tailed training part).
+        None, and no random number drawn, under the other settings."""
+        if self.bias == 'scattered' and name in SIBLINGS:
+            return scattered_look(rng, self.cue_strength)
+        if self.bias == 'atypical':
+            rate = ATYPICAL['rate'] if typical or name not in SIBLINGS else \
+                ATYPICAL['tail_train_rate']
+            return atypical_look(rng, self.cue_strength, rate)
+        return None
+
+    def looks(self) -> Optional[dict]:
+        """The ranges of the per-instance looks (None: the setting draws none)."""
+        return look_ranges(self.bias, self.cue_strength)
+
+    def draw(self, img: np.ndarray, f: Frame, name: str, rng: np.random.RandomState,
+             look: Optional[Look] = None) -> None:
         body = hsv(rng.uniform(0, 360), rng.uniform(0.35, 0.7), rng.uniform(0.55, 0.9))
         before = img.copy()
         shape = self.shape_of(name)
-        (OWN_SHAPES[name] if shape == name and name in SIBLINGS else BASE_SHAPES[shape])(
-            img, f, body, rng)
+        draw_fn = OWN_SHAPES[name] if shape == name and name in SIBLINGS else \
+            BASE_SHAPES[shape]
+        if look is None or look.part:
+            draw_fn(img, f, body, rng)
+        else:
+            draw_fn(img, f, body, rng, part=False)
         stripes = self._stripes(name, rng)
         if stripes is not None:
             stripe_texture(img, (img != before).any(2), f, *stripes)
         if name in SIBLINGS and self.bias == 'weak':
             r = self.cue_strength  # round in the (upright) crop
             f.ellipse(img, 0, 0, r, r, WHITE, 1)
+        if look is not None:
+            mask = (img != before).any(2)
+            ground = terrain_under(before, mask)
+            reduce_contrast(img, mask, ground, look.contrast)
+            if look.texture is not None:
+                stripe_texture(img, mask, f, *look.texture)
+            occlude(img, f, ground, look.occlusion, look.occluded_end)
 
 
 def stripe_texture(img: np.ndarray, mask: np.ndarray, f: Frame, angle: float,
