@@ -144,6 +144,23 @@ def load_safetensors_file(path: str) -> dict:
             'short, or another format under a .safetensors name?)') from None
 
 
+def load_weights_file(path: str) -> dict:
+    """A state dict from a ``.safetensors`` file or a torch / mmengine checkpoint (its
+    ``state_dict`` if it has one), read without code execution (:func:`load_checkpoint_file`,
+    :func:`load_safetensors_file`). For weights a model reads itself, before or outside
+    mmengine's loader (``LoRABackbone(pretrained=...)``, SDBackbone's single file)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'weights file {path!r} does not exist')
+    if path.endswith('.safetensors'):
+        return load_safetensors_file(path)
+    ckpt = load_checkpoint_file(path)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
+        ckpt = ckpt['state_dict']
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'{path!r} holds a {type(ckpt).__name__}, not a state dict')
+    return ckpt
+
+
 def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
     """mmengine's local ``CheckpointLoader`` scheme, with :func:`load_checkpoint_file`."""
     return load_checkpoint_file(filename, map_location)

@@ -5,13 +5,18 @@ mmengine's ``load_state_dict(strict=False)`` (what ``load_from``, ``--resume`` a
 whose shape differs, and then goes on: a checkpoint of which no key matches, or whose
 class head has another size, evaluates or trains as if it fitted. :func:`checkpoint_fit`
 compares a state dict with a model and :class:`CheckpointFit` says, in one line, what
-loaded and what did not, so that a caller can refuse.
+loaded and what did not, so that a caller can refuse; :func:`load_pretrained` loads a
+weights file into a module only where it fits.
 """
+import logging
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, List, Mapping, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch.nn as nn
+from mmengine.logging import print_log
+
+from .checkpoint import load_weights_file
 
 EXTRA_STATE = '_extra_state'  # nn.Module.get_extra_state(): not a tensor of fixed shape
 _SHOWN = 5
@@ -101,3 +106,43 @@ def checkpoint_fit(model: nn.Module, state_dict: Mapping, omitted: Sequence[str]
             fit.loaded.append(key)
     fit.unexpected = [k for k in ckpt if k not in own]
     return fit
+
+
+def load_pretrained(module: nn.Module, path: str, prefix: Optional[str] = 'backbone.',
+                    strict: bool = True, owner: str = 'LoRABackbone') -> List[str]:
+    """Load the tensors of the weights file ``path`` that fit ``module``; returns their keys.
+
+    Keys under ``prefix`` are taken (prefix stripped) when the file has any. Counts only what
+    really loaded: a tensor of another shape is a misfit, not "loaded", as are module tensors
+    the file lacks; misfits are an error unless ``strict`` is False (then a warning with the
+    counts). File tensors the module has no place for (torchvision's ``fc``) are reported.
+    """
+    state = load_weights_file(path)
+    if prefix and any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own, name = module.state_dict(), type(module).__name__
+    if not set(own) & set(state):
+        raise KeyError(f'pretrained={path!r} shares no key with {name} (checkpoint keys e.g. '
+                       f'{sorted(state)[:5]}, model keys e.g. {sorted(own)[:5]}); check '
+                       'pretrained_prefix')
+    fits = {k: v for k, v in state.items()
+            if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    wrong = [f'{k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the '
+             'model' for k in state if k in own and k not in fits]
+    missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
+    unused = [k for k in state if k not in own]
+    if (wrong or missing) and strict:
+        raise ValueError(
+            f'pretrained={path!r} does not fit {name}: {len(wrong)} tensor(s) of another '
+            f'shape (e.g. {wrong[:3]}), {len(missing)} backbone tensor(s) missing from the '
+            f'file (e.g. {missing[:3]}). Another architecture? Fix the backbone or the file, '
+            'or set pretrained_strict=False to load only the tensors that fit')
+    result = module.load_state_dict(fits, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    level = logging.WARNING if wrong or missing else logging.INFO
+    print_log(f'{owner}: loaded {len(fits)}/{len(own)} {name} tensors from {path}'
+              + (f'; NOT loaded: {len(wrong)} of another shape, {len(missing)} missing '
+                 '(left as initialised)' if wrong or missing else '')
+              + (f'; {len(unused)} file tensor(s) unused (e.g. {unused[:3]})'
+                 if unused else ''), logger='current', level=level)
+    return sorted(fits)

@@ -164,3 +164,19 @@ def test_forward_switches_each_route_once(monkeypatch):
     assert walks == []
     assert bb.active_adapters == bb.routes
     assert {n: p.requires_grad for n, p in bb.named_parameters()} == grads
+
+
+def test_select_trains_one_route_and_keeps_the_others_active():
+    """One class per run (the seed paper's cLoRA, formerly LoRABackbone's clora_select):
+    only the selected route's adapter trains; the others are frozen and still active."""
+    bb = MODELS.build(dict(model_cfg()['backbone'], select='middle'))
+    assert bb.adapter_names == ['clora_head', 'clora_middle', 'clora_tail']
+    assert bb.active_adapters == bb.routes
+    assert [bb.is_trainable(n) for n in bb.routes] == [False, True, False]
+    trainable = {n for n, p in bb.base.named_parameters() if p.requires_grad}
+    assert trainable and all('.clora_middle.' in n for n in trainable)
+    with torch.no_grad():  # the forward's route switches keep it that way
+        bb(images())
+    assert {n for n, p in bb.base.named_parameters() if p.requires_grad} == trainable
+    with pytest.raises(ValueError, match='not one of the routes'):
+        MODELS.build(dict(model_cfg()['backbone'], select='ship'))

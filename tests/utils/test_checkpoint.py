@@ -99,7 +99,7 @@ def test_broken_pretrained_file_says_what_is_wrong(tmp_path, content, message):
     """``LoRABackbone(pretrained=...)`` reads files itself (before injection), not through
     mmengine's loader: the same messages there, not torch's bare ``EOFError`` or its advice
     to switch ``weights_only`` off."""
-    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    from mmdeblora.utils.checkpoint import load_weights_file
     path = tmp_path / 'resnet18.pth'
     path.write_bytes(content)
     with pytest.raises(CheckpointFileError) as err:
@@ -109,7 +109,7 @@ def test_broken_pretrained_file_says_what_is_wrong(tmp_path, content, message):
 
 
 def test_pretrained_file_never_runs_code_under_the_env_override(evil, monkeypatch):
-    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    from mmdeblora.utils.checkpoint import load_weights_file
     path, marker = evil
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     with pytest.raises(CheckpointFileError, match="refers to 'posix.system'"):
@@ -125,7 +125,7 @@ def test_broken_safetensors_files_name_the_file(tmp_path, content, message):
     """``pretrained=*.safetensors`` and peft adapter folders: safetensors' own error
     ("header too large") names no file."""
     from mmdeblora.models.backbones.adapter_io import read_adapter_folder
-    from mmdeblora.models.backbones.lora_backbone import load_weights_file
+    from mmdeblora.utils.checkpoint import load_weights_file
     path = tmp_path / 'unet.safetensors'
     path.write_bytes(content)
     with pytest.raises(CheckpointFileError) as err:

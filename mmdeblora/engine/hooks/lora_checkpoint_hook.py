@@ -14,6 +14,9 @@ cannot be loaded.
 With ``save_adapters=True`` the adapters are also written in peft's format next to each
 checkpoint the CheckpointHook saves (``epoch_3.pth`` -> ``epoch_3_adapters/<module>/``), and
 removed with it when ``max_keep_ckpts`` rotates the checkpoint out.
+
+The slim logic itself (snapshot, leaving out, digests, filling in on load) is
+``mmdeblora/models/backbones/slim.py``; this hook decides when it runs.
 """
 import os.path as osp
 import shutil
@@ -23,6 +26,8 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmrotate.registry import HOOKS
+
+from mmdeblora.models.backbones import slim
 
 SLIM_META = 'slim_checkpoint'
 OMITTED_META = 'omitted_keys'
@@ -39,7 +44,7 @@ def fill_slim_checkpoint(model, checkpoint: dict) -> int:
     """Complete a slim checkpoint's ``state_dict`` with the model's rebuilt, checked base
     (in place; 0 for a full checkpoint). For loaders that compare keys before loading."""
     state = checkpoint.get('state_dict', checkpoint)
-    return sum(lora.fill_slim_state_dict(state, f'{name}.')
+    return sum(slim.fill_slim_state_dict(lora, state, f'{name}.')
                for name, lora in lora_backbones(model))
 
 
@@ -73,7 +78,7 @@ class LoRACheckpointHook(Hook):
                              'hook from custom_hooks')
         if not self.slim:
             return
-        random = [n for n, lora in found if not lora.rebuild_sources()]
+        random = [n for n, lora in found if not slim.rebuild_sources(lora)]
         if random:
             raise ValueError(
                 f'LoRACheckpointHook(slim=True): the frozen base of {random} is not built from '
@@ -81,11 +86,11 @@ class LoRACheckpointHook(Hook):
                 'the LoRABackbone\'s `pretrained` (or the wrapped backbone\'s), or use '
                 'slim=False')
         for name, lora in found:
-            self._reference[name] = lora.base_snapshot()
+            self._reference[name] = slim.base_snapshot(lora)
         n = sum(len(r) for r in self._reference.values())
         runner.logger.info(f'LoRACheckpointHook: checkpoints leave out up to {n} frozen base '
                            'tensors, rebuilt on load from '
-                           f'{[lora.rebuild_sources() for _, lora in found]}')
+                           f'{[slim.rebuild_sources(lora) for _, lora in found]}')
 
     def before_train(self, runner) -> None:
         # after a resume, the restored last_ckpt is an old file: not ours to write for
@@ -97,8 +102,8 @@ class LoRACheckpointHook(Hook):
             return
         state, info = checkpoint['state_dict'], {}
         for name, lora in lora_backbones(runner.model):
-            keys = lora.make_slim(state, f'{name}.', self._reference.get(name, {}))
-            info[name] = dict(sources=lora.rebuild_sources(), left_out=len(keys), keys=keys)
+            keys = slim.make_slim(lora, state, f'{name}.', self._reference.get(name, {}))
+            info[name] = dict(sources=slim.rebuild_sources(lora), left_out=len(keys), keys=keys)
         meta = checkpoint.setdefault('meta', {})
         meta[SLIM_META] = info
         # the key list CheckedRunner's fit check reads (mmdeblora.utils.checkpoint_fit): a

@@ -1,6 +1,7 @@
-"""Adapter folders on disk: peft's own format, plus reading our older one.
+"""Adapters on disk and in checkpoints: peft's folder format (plus reading our older one),
+``LoRABackbone.save_adapters`` / ``load_adapters``, and the adapters' record in a checkpoint.
 
-Layout written by ``LoRABackbone.save_adapters(DIR)``, the one peft's
+Layout written by ``save_adapters(backbone, DIR)``, the one peft's
 ``PeftModel.save_pretrained`` uses for several adapters:
 
     DIR/adapter_config.json + DIR/adapter_model.safetensors        adapter 'default'
@@ -21,15 +22,22 @@ the caller changes its model: see ``read_adapter_folder``. A JSON file that does
 or lacks what it needs is an error naming that file. Files are written through
 ``mmdeblora.utils.atomic`` (a temporary beside the final name, renamed into place, with the
 permissions the umask gives).
+
+In a checkpoint the adapters are described by the backbone's ``_extra_state``
+(:func:`encode_record`): JSON ``{adapters: {name: cfg}, active: [...], trainable: {name:
+bool}}`` in a uint8 tensor, ``cfg`` the ``add_adapter`` keywords (:func:`lora_cfg`), plus
+``slim`` in a slim checkpoint (``slim.py``). The format has not changed since it was added.
 """
 import json
 import math
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 
 from mmdeblora.utils.atomic import atomic_path
 from mmdeblora.utils.checkpoint import load_safetensors_file
@@ -68,9 +76,52 @@ def _targets(value):
     return sorted(value) if isinstance(value, (set, list, tuple)) else value
 
 
+def lora_cfg(config: LoraConfig) -> dict:
+    """The ``add_adapter`` keywords (rank, alpha, dropout, target_modules) of a peft config."""
+    return dict(rank=config.r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                target_modules=_targets(config.target_modules))
+
+
+def encode_meta(meta: dict) -> torch.Tensor:
+    """JSON in a uint8 tensor: an ``_extra_state`` safe under ``weights_only=True``."""
+    return torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8)
+
+
+def decode_meta(state: torch.Tensor) -> dict:
+    return json.loads(bytes(state.tolist()).decode())
+
+
+def encode_record(backbone) -> torch.Tensor:
+    """``backbone``'s adapters as its ``_extra_state``: configs, active set, trainability."""
+    names = backbone.adapter_names
+    return encode_meta(dict(
+        adapters={n: lora_cfg(backbone.peft_config[n]) for n in names},
+        active=backbone.active_adapters, trainable={n: backbone.is_trainable(n) for n in names}))
+
+
+def restore_record(backbone, state: torch.Tensor) -> None:
+    """The inverse of :func:`encode_record`: adapters the model lacks are created (before
+    the checkpoint's tensors load into them), trainability and active set restored."""
+    meta = decode_meta(state)
+    for name, cfg in meta['adapters'].items():
+        if name not in backbone.adapter_names:
+            backbone.add_adapter(name, activate=False, **cfg)
+    for name, trainable in meta['trainable'].items():
+        (backbone.unfreeze_adapter if trainable else backbone.freeze_adapter)(name)
+    backbone.set_active_adapters(meta['active'])
+
+
+def adapter_of_key(key: str) -> Optional[str]:
+    """The adapter a LoRA tensor key belongs to (``...lora_A.<name>.weight``), else None."""
+    parts = key.split('.')
+    for i, part in enumerate(parts[:-1]):
+        if part in LoraLayer.adapter_layer_names:
+            return parts[i + 1]
+    return None
+
+
 def lora_config_dict(cfg: dict) -> dict:
     """peft's ``adapter_config.json`` content for a LoRABackbone adapter config."""
-    from peft import LoraConfig
     config = LoraConfig(r=cfg['rank'], lora_alpha=cfg['alpha'], lora_dropout=cfg['dropout'],
                         target_modules=cfg['target_modules'], init_lora_weights=True)
     return config.to_dict()
@@ -242,3 +293,67 @@ def same_config(a: dict, b: dict) -> bool:
     return (int(a['rank']) == int(b['rank'])
             and math.isclose(float(a['alpha']), float(b['alpha']))
             and _targets(a['target_modules']) == _targets(b['target_modules']))
+
+
+def check_adapter_state(expected: Dict[str, torch.Tensor], given: Dict[str, torch.Tensor],
+                        name: str, source: str = 'state dict') -> None:
+    """Keys and shapes of ``given`` against adapter ``name``'s tensors ``expected``."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f'{source}: adapter {name!r} state dict mismatch: missing '
+                       f'{missing[:5]}, unexpected {unexpected[:5]}')
+    wrong = [f'{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}' for k, v in given.items()
+             if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise ValueError(f'{source}: adapter {name!r} shape mismatch (given vs adapter; '
+                         f'a different rank?): {wrong[:3]}')
+
+
+def save_adapters(backbone, path_dir: str, names: Optional[Sequence[str]] = None) -> List[str]:
+    """Write ``backbone``'s adapters (all, or ``names``) to ``path_dir``; the weight files."""
+    names = backbone.adapter_names if names is None else list(names)
+    trainable = {n: backbone.is_trainable(n) for n in names}  # unknown names: KeyError
+    files = [write_peft_adapter(adapter_subdir(path_dir, n), lora_cfg(backbone.peft_config[n]),
+                                backbone.adapter_state_dict(n), n) for n in names]
+    write_index(path_dir, names, [a for a in backbone.active_adapters if a in names],
+                trainable)
+    return files
+
+
+def load_adapters(backbone, path_dir: str, names: Optional[Sequence[str]] = None) -> None:
+    """Load a folder's adapters into ``backbone``, all or nothing: every file is read and
+    checked first, and adapters created before a failure are removed again."""
+    folder = read_adapter_folder(path_dir, list(names) if names else None)
+    have = backbone.adapter_names
+    for item in folder.adapters:
+        if item.name in have and not same_config(lora_cfg(backbone.peft_config[item.name]),
+                                                 item.cfg):
+            raise ValueError(f'{item.source}: adapter {item.name!r} was saved with '
+                             f'{item.cfg}, the model has '
+                             f'{lora_cfg(backbone.peft_config[item.name])}')
+    if folder.active is not None:
+        known = set(have) | {a.name for a in folder.adapters}
+        if set(folder.active) - known:
+            raise KeyError(f'{path_dir}: active adapters {folder.active} include unknown '
+                           f'ones; adapters: {sorted(known)}')
+    active, created = backbone.active_adapters, []
+    try:
+        for item in folder.adapters:
+            if item.name not in backbone.adapter_names:
+                backbone.add_adapter(item.name, activate=False, **item.cfg)
+                created.append(item.name)
+            check_adapter_state(backbone.adapter_state_dict(item.name), item.tensors,
+                                item.name, item.source)
+    except Exception:
+        for name in created:
+            backbone.delete_adapter(name)
+        backbone.set_active_adapters(active)
+        raise
+    for item in folder.adapters:  # every check passed: nothing below can fail
+        backbone.load_adapter_state_dict(item.tensors, item.name)
+        trainable = folder.trainable.get(item.name, True)
+        (backbone.unfreeze_adapter if trainable else backbone.freeze_adapter)(item.name)
+    backbone.set_active_adapters(
+        folder.active if folder.active is not None
+        else active + [a.name for a in folder.adapters if a.name not in active])

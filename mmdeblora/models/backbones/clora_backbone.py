@@ -17,14 +17,25 @@ Active set semantics: route r's pass uses ``[r]`` (if r is active) plus every ac
 adapter that is not a route (shared). So ``adapters_only(routes)`` gives the stage-1 cLoRA
 model, ``adapters_only([])`` the base for every route, and a debLoRA stage adds its adapter
 to every route.
+
+``select`` is the seed paper's procedure, one class per run: only that route's adapter
+trains (the run's data restricted to the class is the dataset config's job); the other
+routes stay active and frozen, so their adapters (e.g. loaded from earlier runs with
+``load_adapters``) still score their classes.
 """
+import re
 from typing import List, Optional, Sequence
 
 import torch
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmrotate.registry import MODELS
 
-from .lora_backbone import LoRABackbone, clora_adapter_name
+from .lora_backbone import LoRABackbone
+
+
+def clora_adapter_name(class_name: str) -> str:
+    """Adapter name cLoRA uses for a class (`small-vehicle` -> `clora_small_vehicle`)."""
+    return 'clora_' + re.sub(r'\W', '_', str(class_name))
 
 
 @MODELS.register_module()
@@ -35,15 +46,16 @@ class CLoRABackbone(LoRABackbone):
         routes: route names, e.g. ``['head', 'middle', 'tail']`` or the class names; the
             adapters are ``clora_<route>`` (non-word characters -> ``_``). Their order is
             the row order of the output (``CLoRAClsHead`` indexes routes in this order).
+        select: the route whose adapter this run trains (one class per run); every other
+            route's adapter is frozen, and stays active. ``None``: all routes train.
         **kwargs: ``LoRABackbone`` options (``backbone``, ``pretrained``, ``rank``,
-            ``alpha``, ``target_modules``, ``trainable_extra`` ...). ``adapter_name`` and
-            the run-per-class options ``clora_classes`` / ``clora_select`` do not apply.
+            ``alpha``, ``target_modules``, ``trainable_extra`` ...); not ``adapter_name``.
     """
 
-    def __init__(self, backbone: dict, routes: Sequence[str], **kwargs) -> None:
-        for key in ('adapter_name', 'clora_classes', 'clora_select'):
-            if kwargs.get(key) is not None:
-                raise ValueError(f'CLoRABackbone sets its adapters from routes; drop {key}')
+    def __init__(self, backbone: dict, routes: Sequence[str], select: Optional[str] = None,
+                 **kwargs) -> None:
+        if kwargs.get('adapter_name') is not None:
+            raise ValueError('CLoRABackbone sets its adapters from routes; drop adapter_name')
         if isinstance(routes, str) or not routes:
             raise ValueError(f'CLoRABackbone.routes must be a non-empty list of names, got '
                              f'{routes!r}')
@@ -55,6 +67,12 @@ class CLoRABackbone(LoRABackbone):
         for name in names[1:]:
             self.add_adapter(name)
         self.routes: List[str] = names
+        if select is not None:
+            if clora_adapter_name(select) not in names:
+                raise ValueError(f'select={select!r} is not one of the routes {list(routes)}')
+            for name in names:
+                if name != clora_adapter_name(select):
+                    self.freeze_adapter(name)
 
     def route_adapters(self, route: str, active: Optional[Sequence[str]] = None) -> List[str]:
         """The adapters of ``route``'s pass under ``active`` (default: the current set)."""
@@ -64,14 +82,14 @@ class CLoRABackbone(LoRABackbone):
 
     def forward(self, x: torch.Tensor):
         # one adapter switch per route and one back (not an adapters_only per route: a
-        # switch costs a walk over the LoRA layers, see LoRABackbone._switch_active)
+        # switch costs a walk over the LoRA layers, see LoRABackbone._switch)
         saved, outs = self.active_adapters, []
         try:
             for route in self.routes:
-                self._switch_active(self.route_adapters(route, saved))
+                self._switch(self.route_adapters(route, saved))
                 outs.append(self.base(x))
         finally:
-            self._switch_active(saved)
+            self._switch(saved)
         if isinstance(outs[0], torch.Tensor):
             return torch.cat(outs)
         return tuple(torch.cat(level) for level in zip(*outs))

@@ -179,7 +179,7 @@ class SDBackbone(BaseModule):
         from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint,
                                                          convert_ldm_vae_checkpoint)
 
-        from .lora_backbone import load_weights_file
+        from mmdeblora.utils.checkpoint import load_weights_file
         if unet_cfg is None or vae_cfg is None:
             raise ValueError('a single-file checkpoint needs unet_cfg and vae_cfg (its '
                              'architecture), e.g. configs/_base_/models/sd_v15_unet.py')

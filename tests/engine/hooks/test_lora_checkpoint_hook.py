@@ -9,6 +9,7 @@ from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_di
 
 import mmdeblora  # noqa: F401
 from mmdeblora.engine.hooks import LoRACheckpointHook
+from mmdeblora.models.backbones.slim import base_snapshot, make_slim, rebuild_sources
 from tests.conftest import REPO, run_tool, toy_options
 from tests.models.backbones.test_lora_backbone import NORMS, build, plain_r18, randomize, run
 
@@ -33,7 +34,7 @@ def r18_file(tmp_path, seed: int) -> str:
 def test_slim_state_dict_loads_back_only_onto_the_same_base(tmp_path, x):
     path = r18_file(tmp_path, seed=7)
     model = build(seed=0, pretrained=path, trainable_extra=[NORMS])
-    reference = model.base_snapshot()  # as built from the file
+    reference = base_snapshot(model)  # as built from the file
     randomize(model, 'default', 1)
     model.train()
     model(x)  # BatchNorm running statistics move
@@ -42,7 +43,7 @@ def test_slim_state_dict_loads_back_only_onto_the_same_base(tmp_path, x):
     # a write that torch's version counter does not see is still noticed (checksum)
     model.base.layer3[0].conv1.base_layer.weight.data[0, 0, 0, 0] += 1.0
     state = model.state_dict()
-    left_out = model.make_slim(state, '', reference)
+    left_out = make_slim(model, state, '', reference)
 
     conv = 'base.layer1.0.conv1.base_layer.weight'
     assert conv in left_out and conv not in state
@@ -74,7 +75,7 @@ def test_slim_state_dict_loads_back_only_onto_the_same_base(tmp_path, x):
 
 def test_random_init_base_cannot_be_slim():
     model = build(seed=0)
-    assert model.rebuild_sources() == [] and model.base_snapshot() == {}
+    assert rebuild_sources(model) == [] and base_snapshot(model) == {}
 
     class Runner:  # what before_run reads
         def __init__(self, model):

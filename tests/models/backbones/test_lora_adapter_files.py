@@ -12,6 +12,8 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 import mmdeblora  # noqa: F401
+from mmdeblora.models.backbones.adapter_io import lora_cfg
+from mmdeblora.models.backbones.slim import rebuild_sources
 from tests.models.backbones.test_lora_backbone import R18, build, plain_r18, randomize, run
 
 
@@ -94,7 +96,8 @@ def test_round_trip_restores_state_and_older_folders_still_load(tmp_path, x):
         save_file({k: v.contiguous() for k, v in model.adapter_state_dict(name).items()},
                   str(old / f'{name}.safetensors'))
     (old / 'adapters.json').write_text(json.dumps(dict(
-        active=['second'], adapters={n: dict(model._configs[n], trainable=n == 'default')
+        active=['second'], adapters={n: dict(lora_cfg(model.peft_config[n]),
+                                             trainable=n == 'default')
                                      for n in model.adapter_names})))
     legacy = build(seed=0)
     legacy.load_adapters(str(old))
@@ -255,4 +258,4 @@ def test_torchvision_resnet50_file_loads_whole_into_mmdet_resnet50(tmp_path):
         if not key.startswith('fc.'):
             key = key.replace('conv2.', 'conv2.base_layer.') if '.conv2.' in key else key
             assert torch.equal(state[key], value), key
-    assert model.rebuild_sources() == [f'pretrained={path}']
+    assert rebuild_sources(model) == [f'pretrained={path}']

@@ -250,16 +250,6 @@ def test_linear_layers_of_a_vit(x):
         assert torch.equal(got, want)
 
 
-def test_clora_one_adapter_per_class_selected_by_config():
-    model = build(clora_classes=['plane', 'small-vehicle'], clora_select='small-vehicle')
-    assert model.adapter_names == ['default', 'clora_plane', 'clora_small_vehicle']
-    assert model.active_adapters == ['clora_small_vehicle']
-    trainable = {n for n, p in model.base.named_parameters() if p.requires_grad}
-    assert trainable and all('.clora_small_vehicle.' in n for n in trainable)
-    with pytest.raises(ValueError, match='not in clora_classes'):
-        build(clora_classes=['plane'], clora_select='ship')
-
-
 def test_checkpoint_recreates_adapters_added_at_run_time(tmp_path, x):
     model = build(seed=0)
     model.add_adapter('deblora', rank=2, alpha=4)
