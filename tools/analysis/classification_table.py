@@ -47,6 +47,8 @@ ROWS: 'OrderedDict[str, Tuple[str, str, Dict[str, object]]]' = OrderedDict([
     ('lora', ('LoRA', 'bias_lora.py', {})),
     ('lora_reweight', ('LoRA + Reweight', 'bias_lora_reweight.py', {})),
     ('lora_logit_adjust', ('LoRA + logit adjustment', 'bias_lora_logit_adjust.py', {})),
+    ('lora_logit_adjust_deblora', ('LoRA + logit adjustment + debLoRA',
+                                   'bias_lora_logit_adjust_deblora.py', {})),
     ('lora_smote', ('LoRA + SMOTE', 'bias_lora_smote.py', {})),
     ('lora_dro_lt', ('LoRA + DRO-LT', 'bias_lora_dro_lt.py', {})),
     ('lora_reslt', ('LoRA + ResLT', 'bias_lora_reslt.py', {})),
@@ -58,7 +60,7 @@ ROWS: 'OrderedDict[str, Tuple[str, str, Dict[str, object]]]' = OrderedDict([
 ])
 DEFAULT_ROWS = [r for r in ROWS if r != 'oracle']
 PAIRS = [('lora_deblora', 'lora'), ('lora_deblora', 'lora_deblora_l0'),
-         ('clora_deblora', 'clora')]
+         ('clora_deblora', 'clora'), ('lora_logit_adjust_deblora', 'lora_logit_adjust')]
 SCORES = (('head_f1', 'Head'), ('middle_f1', 'Middle'), ('tail_f1', 'Tail'),
           ('macro_f1', 'All'))
 REDUCED_DATA = dict(max_count=24, imbalance_ratio=8, val_per_class=3, test_per_class=3,
