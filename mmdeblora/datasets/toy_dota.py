@@ -18,13 +18,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .aerial_scenes import Box, Color, Ground, SceneStyle, jitter, write_scenes
 from .class_groups import DOTA_CLASSES, DOTA_GROUPS
 
 # Frequency rank of the classes in the generated profile: most frequent first.
 DEFAULT_CLASS_ORDER = tuple(DOTA_GROUPS['head'] + DOTA_GROUPS['middle'] +
                             DOTA_GROUPS['tail'])
-
-Color = Tuple[int, int, int]
 
 
 class _Spec:
@@ -78,8 +77,8 @@ def long_tail_counts(max_count: int, imbalance_ratio: float, num_classes: int,
 
 # ---------------------------------------------------------------- drawing helpers
 def _jitter(color: Color, rng: np.random.RandomState, amount: float = 0.15) -> Color:
-    scale = 1 + rng.uniform(-amount, amount)
-    return tuple(int(np.clip(c * scale + rng.randint(-12, 13), 0, 255)) for c in color)
+    """The toy's colours vary more than the bias benchmark's: a wider default."""
+    return jitter(color, rng, amount, spread=12)
 
 
 class _Frame:
@@ -191,79 +190,48 @@ def _draw_object(img: np.ndarray, f: _Frame, spec: _Spec,
         raise KeyError(d)
 
 
-def _background(size: int, rng: np.random.RandomState) -> np.ndarray:
-    """Low-frequency terrain colour, grain and a few roads."""
-    base = np.array([[110, 140, 120], [90, 110, 100], [130, 140, 150], [80, 120, 110]],
-                    np.float32)[rng.randint(4)]
-    low = cv2.resize(rng.randn(6, 6, 3).astype(np.float32), (size, size),
-                     interpolation=cv2.INTER_CUBIC)
-    img = base + 18 * low + 8 * rng.randn(size, size, 3).astype(np.float32)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(rng.randint(0, 3)):
-        p1, p2 = rng.randint(0, size, 2), rng.randint(0, size, 2)
-        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2),
-                 _jitter((95, 95, 95), rng), int(rng.randint(3, 7)), cv2.LINE_AA)
-    return img
+# The toy's ground: its own palette, stronger relief and grain, wider roads.
+_GROUND = Ground(palette=[(110, 140, 120), (90, 110, 100), (130, 140, 150), (80, 120, 110)],
+                 relief=18, cells=6, grain=8, road_width=(3, 7), road_jitter=(0.15, 12))
 
 
 # ---------------------------------------------------------------- layout and writing
-def _instance_labels(counts: Dict[str, int], rng: np.random.RandomState) -> List[str]:
-    labels = [name for name, n in counts.items() for _ in range(n)]
-    rng.shuffle(labels)
-    return labels
+class _ToyScenes(SceneStyle):
+    """Class-specific sizes and shapes (``CLASS_SPECS``) at ``img_size / 256`` scale."""
+    ground, tries, spacing = _GROUND, 60, (0.85, 0)
+
+    def __init__(self, img_size: int):
+        self.img_size, self.scale = img_size, img_size / 256.0
+
+    def size(self, name: str, prep, rng: np.random.RandomState
+             ) -> Optional[Tuple[float, float]]:
+        spec = CLASS_SPECS[name]
+        long_side = rng.uniform(*spec.size) * self.scale
+        aspect = rng.uniform(*spec.aspect)
+        w, h = long_side, long_side / aspect
+        r = 0.5 * math.hypot(w, h)
+        return None if 2 * r + 4 >= self.img_size else (w, h)  # too large to fit
+
+    def draw(self, img: np.ndarray, name: str, prep, box: Box,
+             rng: np.random.RandomState) -> np.ndarray:
+        spec = CLASS_SPECS[name]
+        angle = rng.uniform(-math.pi / 2, math.pi / 2)
+        if spec.aspect == (1.0, 1.0) and spec.draw in ('tank', 'ring'):
+            angle = 0.0  # round objects are labelled with upright squares, as in DOTA
+        frame = _Frame(*box, angle)
+        _draw_object(img, frame, spec, rng)
+        return frame.corners()
 
 
 def _render_split(out_dir: str, prefix: str, counts: Dict[str, int], img_size: int,
                   objects_per_image: float, rng: np.random.RandomState,
                   log: Callable[[str], None]) -> Dict[str, int]:
-    img_dir, ann_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'annfiles')
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    pending = _instance_labels(counts, rng)
-    scale = img_size / 256.0
-    written = {name: 0 for name in counts}
-    idx = 0
-    while pending:
-        want = max(1, int(rng.poisson(objects_per_image)))
-        batch, pending = pending[:want], pending[want:]
-        img = _background(img_size, rng)
-        placed: List[Tuple[float, float, float]] = []
-        lines, leftover = [], []
-        for name in batch:
-            spec = CLASS_SPECS[name]
-            for _ in range(60):
-                long_side = rng.uniform(*spec.size) * scale
-                aspect = rng.uniform(*spec.aspect)
-                w, h = long_side, long_side / aspect
-                r = 0.5 * math.hypot(w, h)
-                if 2 * r + 4 >= img_size:
-                    continue
-                cx, cy = rng.uniform(r + 2, img_size - r - 2, 2)
-                if all(math.hypot(cx - x, cy - y) > 0.85 * (r + q) for x, y, q in placed):
-                    break
-            else:
-                leftover.append(name)
-                continue
-            angle = rng.uniform(-math.pi / 2, math.pi / 2)
-            if spec.aspect == (1.0, 1.0) and spec.draw in ('tank', 'ring'):
-                angle = 0.0  # round objects are labelled with upright squares, as in DOTA
-            frame = _Frame(cx, cy, w, h, angle)
-            _draw_object(img, frame, spec, rng)
-            placed.append((cx, cy, r))
-            coords = ' '.join(f'{v:.1f}' for v in frame.corners().reshape(-1))
-            lines.append(f'{coords} {name} 0')
-            written[name] += 1
-        pending = leftover + pending  # whatever did not fit goes into the next image
-        if not lines:
-            continue
-        stem = f'{prefix}{idx:05d}'
-        cv2.imwrite(osp.join(img_dir, stem + '.png'), img)
-        with open(osp.join(ann_dir, stem + '.txt'), 'w') as fh:
-            fh.write('\n'.join(lines) + '\n')
-        idx += 1
+    def every_100(idx: int, boxes: int) -> None:
         if idx % 100 == 0:
             log(f'{osp.basename(out_dir)}: {idx} images written')
-    return written
+
+    return write_scenes(out_dir, counts, _ToyScenes(img_size), rng, img_size,
+                        objects_per_image, prefix, on_image=every_100)
 
 
 def make_toy_dota(out_dir: str,

@@ -12,7 +12,8 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 
-Color = Tuple[int, int, int]
+from ..aerial_scenes import Color
+
 RECT = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
 SHIFT = 4  # cv2 sub-pixel bits
 
@@ -62,16 +63,3 @@ class Frame:
             cv2.fillPoly(img, [self._ipts(uv)], color, cv2.LINE_AA, SHIFT)
         else:
             cv2.polylines(img, [self._ipts(uv)], True, color, t, cv2.LINE_AA, SHIFT)
-
-
-def jitter(color: Color, rng: np.random.RandomState, amount: float = 0.1) -> Color:
-    """Brightness jitter plus a little per-channel noise."""
-    scale = 1 + rng.uniform(-amount, amount)
-    return tuple(int(np.clip(c * scale + rng.randint(-8, 9), 0, 255)) for c in color)
-
-
-def smooth_noise(size: Tuple[int, int], cells: int, rng: np.random.RandomState) -> np.ndarray:
-    """Low-frequency noise [h, w, 3] with unit-ish amplitude."""
-    h, w = size
-    low = rng.randn(cells, cells, 3).astype(np.float32)
-    return cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)

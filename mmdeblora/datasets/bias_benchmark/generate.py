@@ -18,14 +18,15 @@ import json
 import math
 import os
 import os.path as osp
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
+from ..aerial_scenes import Box, Ground, SceneStyle, write_scenes
 from ..class_groups import DOTA_CLASSES, DOTA_GROUPS
 from ..toy_dota import long_tail_counts
-from .draw import Frame, jitter, smooth_noise
+from .draw import Frame
+from .looks import Look
 from .source import SOURCE_CLASSES, source_classes, write_source
 from .target import CUE_DEFAULTS, SIBLINGS, TargetStyle
 
@@ -74,18 +75,43 @@ def settings_fingerprint(kind: str, settings: dict) -> str:
 
 
 # ---------------------------------------------------------------- target scenes
-def _terrain(size: int, rng: np.random.RandomState) -> np.ndarray:
-    """Aerial ground: low-frequency terrain colour, grain and a few roads."""
-    base = np.array([[105, 135, 115], [90, 110, 100], [125, 135, 145], [85, 120, 110]],
-                    np.float32)[rng.randint(4)]
-    img = base + 16 * smooth_noise((size, size), 5, rng) + \
-        6 * rng.randn(size, size, 3).astype(np.float32)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(rng.randint(0, 3)):
-        p1, p2 = rng.randint(0, size, 2), rng.randint(0, size, 2)
-        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2),
-                 jitter((95, 95, 95), rng), int(rng.randint(3, 6)), cv2.LINE_AA)
-    return img
+# Aerial ground: low-frequency terrain colour, grain and a few roads.
+_TERRAIN = Ground(palette=[(105, 135, 115), (90, 110, 100), (125, 135, 145), (85, 120, 110)],
+                  relief=16, cells=5, grain=6, road_width=(3, 6), road_jitter=(0.1, 8))
+
+
+class _TargetScenes(SceneStyle):
+    """``TargetStyle``'s drawing on boxes of ``object_size`` (scaled by the instance's
+    ``Look`` where the setting draws one), under sensor noise."""
+    ground, tries, spacing = _TERRAIN, 50, (1, 2)
+
+    def __init__(self, style: TargetStyle, object_size: Tuple[float, float], noise: float,
+                 typical: bool):
+        self.style, self.object_size, self.noise = style, object_size, noise
+        self.typical = typical
+
+    def prepare(self, name: str, rng: np.random.RandomState) -> Optional[Look]:
+        return self.style.look(name, rng, self.typical)  # None (no draw): older settings
+
+    def size(self, name: str, look: Optional[Look],
+             rng: np.random.RandomState) -> Tuple[float, float]:
+        lo, hi = self.style.aspect(name)
+        length = rng.uniform(*self.object_size)
+        w, h = length, length / rng.uniform(lo, hi)
+        if look is not None:
+            w, h = w * look.scale, h * look.scale / look.stretch
+        return w, h
+
+    def draw(self, img: np.ndarray, name: str, look: Optional[Look], box: Box,
+             rng: np.random.RandomState) -> np.ndarray:
+        frame = Frame.box(*box, rng.uniform(-math.pi, math.pi))
+        self.style.draw(img, frame, name, rng, look)
+        return frame.corners()
+
+    def finish(self, img: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        if self.noise > 0:
+            img = np.clip(img + rng.normal(0, self.noise, img.shape), 0, 255).astype(np.uint8)
+        return img
 
 
 def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
@@ -99,53 +125,10 @@ def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
     the part shows the classes as they are (False: the long-tailed training part, whose
     tail instances ``'atypical'`` draws unlike their class); the settings without
     per-instance looks ignore it."""
-    img_dir, ann_dir = osp.join(out_dir, 'images'), osp.join(out_dir, 'annfiles')
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    pending = [c for c, n in counts.items() for _ in range(n)]
-    rng.shuffle(pending)
-    written = {c: 0 for c in counts}
-    bar = progress_bar(len(pending)) if progress else None
-    idx = 0
-    while pending:
-        want = max(1, int(rng.poisson(objects_per_image)))
-        batch, pending = pending[:want], pending[want:]
-        img = _terrain(img_size, rng)
-        placed: List[Tuple[float, float, float]] = []
-        lines, leftover = [], []
-        for name in batch:
-            look = style.look(name, rng, typical)  # None (no draw) for the older settings
-            lo, hi = style.aspect(name)
-            for _ in range(50):
-                length = rng.uniform(*object_size)
-                w, h = length, length / rng.uniform(lo, hi)
-                if look is not None:
-                    w, h = w * look.scale, h * look.scale / look.stretch
-                r = 0.5 * math.hypot(w, h)
-                cx, cy = rng.uniform(r + 2, img_size - r - 2, 2)
-                if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
-                    break
-            else:
-                leftover.append(name)
-                continue
-            frame = Frame.box(cx, cy, w, h, rng.uniform(-math.pi, math.pi))
-            style.draw(img, frame, name, rng, look)
-            placed.append((cx, cy, r))
-            lines.append(' '.join(f'{v:.1f}' for v in frame.corners().reshape(-1)) +
-                         f' {name} 0')
-            written[name] += 1
-        pending = leftover + pending
-        if not lines:
-            continue
-        if noise > 0:
-            img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
-        stem = f'{prefix}{idx:05d}'
-        cv2.imwrite(osp.join(img_dir, stem + '.png'), img)
-        with open(osp.join(ann_dir, stem + '.txt'), 'w') as fh:
-            fh.write('\n'.join(lines) + '\n')
-        idx += 1
-        if bar is not None:
-            bar.update(len(lines))
+    bar = progress_bar(sum(counts.values())) if progress else None
+    on_image = None if bar is None else (lambda idx, boxes: bar.update(boxes))
+    written = write_scenes(out_dir, counts, _TargetScenes(style, object_size, noise, typical),
+                           rng, img_size, objects_per_image, prefix, on_image)
     if bar is not None:
         bar.file.write('\n')
     return written

@@ -19,7 +19,8 @@ from typing import Callable, Dict, List
 import cv2
 import numpy as np
 
-from .draw import Color, Frame, hsv, jitter, smooth_noise
+from ..aerial_scenes import Color, jitter, smooth_noise
+from .draw import Frame, hsv
 
 RECT = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
 DARK: Color = (40, 40, 45)

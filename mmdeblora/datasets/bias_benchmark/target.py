@@ -48,7 +48,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .draw import Color, Frame, hsv, jitter
+from ..aerial_scenes import Color, jitter
+from .draw import Frame, hsv
 from .looks import (ATYPICAL, Look, atypical_look, look_ranges, occlude, reduce_contrast,
                     scattered_look, terrain_under)
 
