@@ -70,3 +70,11 @@ def test_lora_from_without_a_seed_refuses_before_any_run(tmp_path):
     r = sweep(tmp_path, 'augment', SEEDS='0 1', LORA_FROM=str(src))
     assert r.returncode != 0 and not table_calls(r.stdout)
     assert 'seed 1' in r.stderr
+
+
+def test_table_args_reach_the_table(tmp_path):
+    r = sweep(tmp_path, 'augment', TABLE_ARGS='--data-root data/x/target/')
+    assert r.returncode == 0, r.stderr
+    (call, ) = table_calls(r.stdout)
+    assert call[call.index('--data-root') + 1] == 'data/x/target/'
+    assert call.index('--data-root') < call.index('--cfg-options')

@@ -11,6 +11,7 @@
 # LORA_FROM=<a table's work dir>: every setting's debLoRA row resumes the stage 1 of that
 # table's LoRA row (linked as <setting>/lora, so the table pairs against it); every seed
 # must be done there.
+# TABLE_ARGS: more arguments for the table (e.g. "--data-root data/bias_scattered_1.0/target/").
 # Then: .venv/bin/python tools/analysis/collect_reach.py $OUT/*
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,6 +20,7 @@ PY="${PY:-.venv/bin/python}"
 TABLE="${TABLE:-classification}"
 OUT="${OUT:-work_dirs/stage2_sweep}"
 read -r -a SEED_LIST <<< "${SEEDS:-0}"
+read -r -a TABLE_ARG_LIST <<< "${TABLE_ARGS:-}"
 H=DebLoRAHook
 adamw() { echo "$H.stage2_optim_wrapper.optimizer.type=AdamW" \
   "$H.stage2_optim_wrapper.optimizer.lr=$1" "$H.stage2_optim_wrapper.optimizer.weight_decay=0.0"; }
@@ -55,5 +57,5 @@ for s in "${SETTINGS[@]}"; do
     ln -sfn "$(cd "$LORA_FROM" && pwd)/lora" "$OUT/$s/lora"
   fi
   $PY "tools/analysis/${TABLE}_table.py" --rows "${ROWS[@]}" --seeds "${SEED_LIST[@]}" \
-    --work-dir "$OUT/$s" --cfg-options "${opts[@]}"
+    --work-dir "$OUT/$s" ${TABLE_ARG_LIST[@]+"${TABLE_ARG_LIST[@]}"} --cfg-options "${opts[@]}"
 done
