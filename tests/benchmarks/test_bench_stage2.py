@@ -1,6 +1,8 @@
 """benchmarks/bench_stage2.py in its smallest mode: every model builds, enters stage 2 and
-steps, and one run prints a stage-2 / stage-1 ratio per model and the cLoRA / LoRA ratios.
-A benchmark, not a timing test: the values are not asserted."""
+steps, and one run prints a stage-2 / stage-1 ratio per model, where the stage-2 time goes
+(stage 1 + target pass) and the cLoRA / LoRA ratios. A benchmark, not a timing test: the
+values are not asserted beyond being positive, finite and consistent with each other."""
+import math
 import os
 import os.path as osp
 import re
@@ -25,6 +27,21 @@ def test_smallest_run_prints_a_ratio_line_per_model():
         assert re.search(rf'^{key} +input .*: stage 1 {number}\d s, stage 2 {number}\d s, '
                          rf'stage-2/stage-1 {number}x \(goal <= 1\.3x\) (ok|OVER)$',
                          proc.stdout, re.M), proc.stdout
+    float_ = r'(\d+\.\d+|inf|nan)'
+    for key in ('toy', 'sd', 'lora', 'clora'):
+        m = re.search(rf'^{key} +\(a\) stage 1 {float_} s, \(b\) stage 1 \+ target pass '
+                      rf'{float_} s, \(c\) stage 2 {float_} s: b/a {float_}x \(allowed\), '
+                      rf'c/b {float_}x \(the rest, goal <= 1\.15x\) (ok|OVER)$',
+                      proc.stdout, re.M)
+        assert m, proc.stdout
+        a, b, c, b_a, c_b = map(float, m.groups()[:5])
+        for v in (a, b, c, b_a, c_b):
+            assert math.isfinite(v) and v > 0, m.group(0)
+        # the ratios are of the printed times (rounded to 0.1 ms) and labelled right
+        assert b_a == pytest.approx(b / a, rel=0.05), m.group(0)
+        assert c_b == pytest.approx(c / b, rel=0.05), m.group(0)
+        if abs(c_b - 1.15) > 1e-3:  # (1.150 may be either side of the goal)
+            assert (m.group(6) == 'ok') == (c_b <= 1.15), m.group(0)
     for stage in (1, 2):
         assert re.search(rf'^clora/lora stage {stage}: {number}x \(goal <= 3\.3x: 3 routes',
                          proc.stdout, re.M), proc.stdout
