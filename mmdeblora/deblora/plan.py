@@ -63,6 +63,7 @@ class Stage2Plan:
     adapter: Optional[str]   # the new adapter; None in ``augment`` mode
     stage1_adapters: Tuple[str, ...]
     augment_weight: float = 0.0  # 0: no calibrated copies (``feature_loss`` mode)
+    augment_reduction: str = 'sample'  # see Stage2Settings
 
     @classmethod
     def build(cls, state: DebiasState, stage2: Stage2Settings) -> 'Stage2Plan':
@@ -75,7 +76,15 @@ class Stage2Plan:
                    loss_scale=float(state.loss_scale) if stage2.loss_normalize else 1.0,
                    adapter=stage2.adapter_name if stage2.new_adapter else None,
                    stage1_adapters=tuple(stage2.stage1_adapters),
-                   augment_weight=float(stage2.augment_weight) if stage2.augments else 0.0)
+                   augment_weight=float(stage2.augment_weight) if stage2.augments else 0.0,
+                   augment_reduction=stage2.augment_reduction)
+
+    def augment_scale(self, copies: int, batch: int) -> float:
+        """What the copies' mean loss is multiplied by: ``copies / batch`` when each copy
+        weighs as one sample of a batch of ``batch`` (``augment_reduction='sample'``)."""
+        if self.augment_reduction == 'mean':
+            return 1.0
+        return copies / max(batch, 1)
 
     def replace(self, **changes) -> 'Stage2Plan':
         return dataclasses.replace(self, **changes)

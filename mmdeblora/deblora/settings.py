@@ -10,6 +10,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 ADAPTER_KEYS = ('rank', 'alpha', 'dropout', 'target_modules')
 MODES = ('feature_loss', 'augment', 'both')
+AUGMENT_REDUCTIONS = ('sample', 'mean')
 
 
 def check_keys(options: Dict[str, Any], allowed: Sequence[str], where: str) -> None:
@@ -48,6 +49,14 @@ class Stage2Settings:
             copies are detached, so they train the classifier only).
         augment_weight: the weight of the loss on the calibrated copies
             (``loss_deblora_aug``).
+        augment_reduction: how the copies' loss is averaged. ``'sample'`` (default): each
+            copy weighs as one more sample of the classifier's batch (its loss summed over
+            the copies and divided by the batch's sample count: images for a classifier,
+            sampled RoIs for a detector), i.e. the classifier trains on the original plus
+            the calibrated features, as the official scripts' probe does. ``'mean'``: the
+            copies' own mean, so the few copies of a batch weigh as much as the whole
+            batch (on a detector, each tail copy ~1000 RoIs: it wrecks the box head,
+            docs/deblora.md).
         adapter_name: the new adapter trained in stage 2.
         adapter_cfg: its ``rank``, ``alpha``, ``dropout``, ``target_modules`` (default:
             the backbone's).
@@ -62,6 +71,7 @@ class Stage2Settings:
     """
     mode: str = 'feature_loss'
     augment_weight: float = 1.0
+    augment_reduction: str = 'sample'
     adapter_name: str = 'deblora'
     adapter_cfg: Dict[str, Any] = field(default_factory=dict)
     stage1_adapters: Tuple[str, ...] = ('default', )
@@ -76,6 +86,9 @@ class Stage2Settings:
         if self.mode not in MODES:
             raise ValueError(f'{w}.mode must be one of {list(MODES)}, got {self.mode!r}')
         check_number(self.augment_weight, f'{w}.augment_weight', 0)
+        if self.augment_reduction not in AUGMENT_REDUCTIONS:
+            raise ValueError(f'{w}.augment_reduction must be one of '
+                             f'{list(AUGMENT_REDUCTIONS)}, got {self.augment_reduction!r}')
         if not isinstance(self.adapter_name, str) or \
                 not re.fullmatch(r'[A-Za-z_]\w*', self.adapter_name):
             raise ValueError(f'{w}.adapter_name must be an identifier, got '

@@ -22,10 +22,10 @@ def table_calls(out: str):
 
 def test_each_setting_passes_its_options_to_the_chosen_table(tmp_path):
     r = sweep(tmp_path, 'sgd_l0.05', 'adamw1e-3_l0.2', 'augment', 'augment_a0', 'both_l0.1',
-              TABLE='detection', SEEDS='0 2')
+              'augment_a0_mean', TABLE='detection', SEEDS='0 2')
     assert r.returncode == 0, r.stderr
     calls = table_calls(r.stdout)
-    assert len(calls) == 5
+    assert len(calls) == 6
     assert all(c[0] == 'tools/analysis/detection_table.py' for c in calls)
     opts = [c[c.index('--cfg-options') + 1:] for c in calls]
     assert opts[0] == ['DebLoRAHook.loss_weight=0.05']
@@ -35,6 +35,8 @@ def test_each_setting_passes_its_options_to_the_chosen_table(tmp_path):
     assert opts[2] == ['DebLoRAHook.mode=augment']
     assert opts[3] == ['DebLoRAHook.mode=augment', 'DebLoRAHook.alpha_max=0.0']
     assert opts[4] == ['DebLoRAHook.mode=both', 'DebLoRAHook.loss_weight=0.1']
+    assert opts[5] == ['DebLoRAHook.mode=augment', 'DebLoRAHook.alpha_max=0.0',
+                       'DebLoRAHook.augment_reduction=mean']
     for c, s in zip(calls, ['sgd_l0.05', 'adamw1e-3_l0.2', 'augment', 'augment_a0',
                             'both_l0.1']):
         assert c[c.index('--work-dir') + 1] == str(tmp_path / 'out' / s)

@@ -7,7 +7,8 @@
 # relative to the switch, the others' drift).
 #   bash tools/analysis/stage2_sweep.sh [SETTING ...]       (default: all, seeds $SEEDS)
 # Settings: sgd_l<lambda> (the run's optimizer), adamw<lr>_l<lambda>, augment (mode
-# 'augment', the default alphas), augment_a0 (its alpha-0 control), both_l<lambda>.
+# 'augment', the default alphas), augment_a0 (its alpha-0 control), augment_mean /
+# augment_a0_mean (the same with augment_reduction='mean'), both_l<lambda>.
 # LORA_FROM=<a table's work dir>: every setting's debLoRA row resumes the stage 1 of that
 # table's LoRA row (linked as <setting>/lora, so the table pairs against it); every seed
 # must be done there.
@@ -47,9 +48,11 @@ for s in "${SETTINGS[@]}"; do
                      read -r -a opts <<< "$(adamw "$lr") $H.loss_weight=${s##*_l}" ;;
     augment)         opts=("$H.mode=augment") ;;
     augment_a0)      opts=("$H.mode=augment" "$H.alpha_max=0.0") ;;
+    augment_mean)    opts=("$H.mode=augment" "$H.augment_reduction=mean") ;;
+    augment_a0_mean) opts=("$H.mode=augment" "$H.alpha_max=0.0" "$H.augment_reduction=mean") ;;
     both_l*)         opts=("$H.mode=both" "$H.loss_weight=${s#both_l}") ;;
     *) echo "unknown setting $s (sgd_l<lambda>, adamw<lr>_l<lambda>, augment, augment_a0," \
-            "both_l<lambda>)" >&2; exit 1 ;;
+            "augment_mean, augment_a0_mean, both_l<lambda>)" >&2; exit 1 ;;
   esac
   echo "[stage2_sweep] $s: ${opts[*]}"
   mkdir -p "$OUT/$s"

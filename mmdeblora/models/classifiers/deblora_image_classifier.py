@@ -64,4 +64,5 @@ class DebLoRAImageClassifier(DebiasMixin, ImageClassifier):
         idx = cal.nonzero().flatten().tolist()
         copies = plan.calibrated_copies(x[cal], labels[cal])
         losses = self.head.loss((copies, ), [data_samples[i] for i in idx])
-        return sum(v for k, v in losses.items() if 'loss' in k)
+        scale = plan.augment_scale(len(idx), len(data_samples))
+        return scale * sum(v for k, v in losses.items() if 'loss' in k)

@@ -68,4 +68,19 @@ class TwoStageDebiasMixin(DebiasMixin):
         shift = plan.calibrated_copies(x, labels.to(x.device)[cal]) - x
         cls_score = head(maps + shift[:, :, None, None])[0]
         loss = head.loss_cls(cls_score, labels.to(x.device)[cal])
-        return sum(loss.values()) if isinstance(loss, dict) else loss
+        loss = sum(loss.values()) if isinstance(loss, dict) else loss
+        return plan.augment_scale(len(x), self.sampled_rois(len(data_samples))) * loss
+
+    def sampled_rois(self, images: int) -> int:
+        """The RoIs the (last) box head's classification loss averages over in a batch of
+        ``images``: the R-CNN sampler's ``num`` per image (what it fills with 2000
+        proposals; a batch with fewer proposals averages over fewer)."""
+        rcnn = (self.train_cfg or {}).get('rcnn', {})
+        if isinstance(rcnn, (list, tuple)):
+            rcnn = rcnn[-1]
+        num = (rcnn.get('sampler') or {}).get('num')
+        if num is None:
+            raise ValueError("DebLoRAHook.augment_reduction='sample' needs the detector's "
+                             "train_cfg.rcnn.sampler.num (the RoIs a box head's loss "
+                             "averages over); set augment_reduction='mean' otherwise")
+        return int(num) * images

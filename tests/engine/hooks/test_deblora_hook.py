@@ -71,6 +71,9 @@ def make_cfg(root, work_dir, name, max_epochs, config=CFG, extra=()):
     cfg.custom_hooks[0].update(switch_epoch=1, num_clusters=4, extract_batch_size=4,
                                kmeans=dict(n_init=1))
     cfg.work_dir, cfg.experiment_name = str(work_dir), name
+    # a visualizer of its own: mmrotate's runtime names every one 'visualizer', and mmengine
+    # hands a later runner the first instance of a name (with that run's save_dir)
+    cfg.visualizer.name = f'vis_{name}_{osp.basename(str(work_dir))}'
     cfg.randomness = dict(seed=0)
     return cfg
 

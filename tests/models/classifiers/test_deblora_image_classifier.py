@@ -109,18 +109,21 @@ def test_stage2_task_loss_is_upstreams_for_classifiers():
     assert torch.equal(parts.task['loss'], upstream['loss'])
 
 
-@pytest.mark.parametrize('alpha', [0.5, 0.0])
-def test_augment_mode_trains_the_head_on_calibrated_copies(alpha):
+@pytest.mark.parametrize('alpha,reduction', [(0.5, 'sample'), (0.0, 'sample'),
+                                             (0.5, 'mean')])
+def test_augment_mode_trains_the_head_on_calibrated_copies(alpha, reduction):
     """mode='augment' (the official scripts' variant): no new adapter, the backbone frozen;
     the head's own loss on calibrated copies of the calibrated images' pooled features,
     each the calibrated direction at the feature's own norm. Alpha 0 (the control): the
-    copies are the features themselves."""
+    copies are the features themselves. ``augment_reduction='sample'``: each copy weighs
+    as one image of the batch (1 copy of 4 images: a quarter of the copies' mean)."""
     m = build()
     x, samples = batch()
     alphas = torch.tensor([0, 0, 0, alpha, alpha])
     st = state(alphas)
     st.calibrated = torch.tensor([False, False, False, True, True])
-    m.enter_debias_stage(st, Stage2Settings(mode='augment', augment_weight=2.0))
+    m.enter_debias_stage(st, Stage2Settings(mode='augment', augment_weight=2.0,
+                                            augment_reduction=reduction))
     m.train()  # the stage-1 path (norms) in eval mode
     with torch.no_grad():
         feats = m.extract_feat(x)[-1]
@@ -136,6 +139,8 @@ def test_augment_mode_trains_the_head_on_calibrated_copies(alpha):
     if alpha == 0:
         assert torch.allclose(copy3, feats[3:], atol=1e-6)
     want = m.head.loss((copy3, ), [samples[3]])['loss'] * 2.0
+    if reduction == 'sample':
+        want = want * 1 / len(samples)
     assert losses['loss_deblora_aug'].item() == pytest.approx(want.item(), rel=1e-5)
     losses['loss_deblora_aug'].backward()
     assert m.head.fc.weight.grad is not None and m.head.fc.weight.grad.abs().sum() > 0
@@ -161,3 +166,5 @@ def test_augment_mode_refuses_clora_heads():
         m.debias_check(Stage2Settings(mode='augment'))
     with pytest.raises(ValueError, match="mode must be one of"):
         Stage2Settings(mode='augmented')
+    with pytest.raises(ValueError, match="augment_reduction must be one of"):
+        Stage2Settings(mode='augment', augment_reduction='sum')

@@ -289,16 +289,18 @@ def test_needs_lora_backbone_and_matching_classes():
         m.debias_check(Stage2Settings(adapter_cfg=dict(target_modules=['conv9'])))
 
 
-def test_augment_mode_trains_the_box_head_on_shifted_roi_features():
+@pytest.mark.parametrize('reduction', ['sample', 'mean'])
+def test_augment_mode_trains_the_box_head_on_shifted_roi_features(reduction):
     """mode='augment' on Oriented R-CNN: no new adapter, backbone and neck frozen; the box
     head's classification loss on the calibrated GT boxes' RoI maps, each shifted so that
-    its average becomes the calibrated copy of that average."""
+    its average becomes the calibrated copy of that average. ``augment_reduction='sample'``:
+    each copy weighs as one sampled RoI of the batch (sampler.num per image)."""
     from mmdeblora.deblora import gt_rois, roi_extractor
     m = build()
     alphas = torch.zeros(NUM_CLASSES)
     alphas[13:] = 0.5
     st = state_for(m, alphas)
-    m.enter_debias_stage(st, Stage2Settings(mode='augment'))
+    m.enter_debias_stage(st, Stage2Settings(mode='augment', augment_reduction=reduction))
     m.train()
     assert m.backbone.adapter_names == ['default']
     assert not any(p.requires_grad for p in m.backbone.parameters())
@@ -321,6 +323,9 @@ def test_augment_mode_trains_the_box_head_on_shifted_roi_features():
                               atol=1e-5)
         head = m.roi_head.bbox_head
         want = head.loss_cls(head(shifted)[0], labels[cal])
+        if reduction == 'sample':
+            rois_per_batch = m.train_cfg['rcnn']['sampler']['num'] * len(samples)
+            want = want * int(cal.sum()) / rois_per_batch
     assert losses['loss_deblora_aug'].item() == pytest.approx(want.item(), rel=1e-5)
     m.zero_grad()
     losses['loss_deblora_aug'].backward()
