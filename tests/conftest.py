@@ -27,6 +27,18 @@ FAST_TRAIN_OPTIONS = [
 ]
 
 
+def tree_digest(root: str) -> str:
+    """sha256 of every file under ``root`` (names and bytes, in sorted order): pins what a
+    generator wrote."""
+    import hashlib
+    h = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            with open(osp.join(dirpath, name), 'rb') as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()
+
+
 def make_small_toy(out: str, seed: int = 0) -> dict:
     from mmdeblora.datasets.toy_dota import make_toy_dota
     return make_toy_dota(out, seed=seed, img_size=256, max_count=40,

@@ -1,4 +1,3 @@
-import hashlib
 import json
 import math
 import os
@@ -13,18 +12,10 @@ from mmdeblora.datasets.bias_benchmark import (SIBLINGS, TARGET_DEFAULTS, Target
                                                render_source_image, source_classes, target_counts)
 from mmdeblora.datasets.bias_benchmark.draw import Frame
 from mmdeblora.datasets.bias_benchmark.looks import Look
+from tests.conftest import tree_digest
 
 TINY = dict(max_count=12, imbalance_ratio=6, val_per_class=1, test_per_class=1,
             img_size=96, objects_per_image=4)
-
-
-def _digest(root: str) -> str:
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            with open(osp.join(dirpath, name), 'rb') as fh:
-                h.update(name.encode() + fh.read())
-    return h.hexdigest()
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
@@ -33,8 +24,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
         make_bias_source(str(tmp_path / name), seed=seed, per_class=2, val_per_class=1,
                          log=None)
     for part in ('target', 'source'):
-        assert _digest(tmp_path / 'a' / part) == _digest(tmp_path / 'b' / part)
-        assert _digest(tmp_path / 'a' / part) != _digest(tmp_path / 'c' / part)
+        assert tree_digest(tmp_path / 'a' / part) == tree_digest(tmp_path / 'b' / part)
+        assert tree_digest(tmp_path / 'a' / part) != tree_digest(tmp_path / 'c' / part)
     assert sorted(os.listdir(tmp_path / 'a' / 'source' / 'train')) == source_classes()
 
 
@@ -146,16 +137,16 @@ def test_dial_semantics_and_the_negative_control():
 
 def test_other_settings_are_not_overwritten(tmp_path):
     make_bias_target(str(tmp_path), log=None, **TINY)
-    before = _digest(tmp_path / 'target')
+    before = tree_digest(tmp_path / 'target')
     said = []
     make_bias_target(str(tmp_path), log=said.append, **TINY)   # same settings: kept
-    assert _digest(tmp_path / 'target') == before
+    assert tree_digest(tmp_path / 'target') == before
     assert len(said) == 1 and 'up to date' in said[0]            # and it says so
     with pytest.raises(FileExistsError, match='force'):
         make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, **TINY)
     make_bias_target(str(tmp_path), log=None, bias='weak', cue_strength=0.3, force=True,
                      **TINY)
-    assert _digest(tmp_path / 'target') != before
+    assert tree_digest(tmp_path / 'target') != before
     with pytest.raises(TypeError, match='unknown'):
         make_bias_target(str(tmp_path), log=None, hue=3)
 

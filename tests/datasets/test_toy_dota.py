@@ -1,6 +1,4 @@
-import hashlib
 import json
-import os
 import os.path as osp
 
 import numpy as np
@@ -9,15 +7,7 @@ from mmrotate.datasets import DOTADataset
 
 from mmdeblora.datasets import DOTA_CLASSES, DOTA_GROUPS, make_toy_dota
 from mmdeblora.datasets.toy_dota import DEFAULT_CLASS_ORDER, long_tail_counts
-
-
-def _digest(root: str) -> str:
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            with open(osp.join(dirpath, name), 'rb') as fh:
-                h.update(name.encode() + fh.read())
-    return h.hexdigest()
+from tests.conftest import tree_digest
 
 
 def _gen(root, seed=0, **kw):
@@ -30,8 +20,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     _gen(tmp_path / 'a', seed=3)
     _gen(tmp_path / 'b', seed=3)
     _gen(tmp_path / 'c', seed=4)
-    assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b')
-    assert _digest(tmp_path / 'a') != _digest(tmp_path / 'c')
+    assert tree_digest(tmp_path / 'a') == tree_digest(tmp_path / 'b')
+    assert tree_digest(tmp_path / 'a') != tree_digest(tmp_path / 'c')
 
 
 # What the generator wrote at seed 0 for _gen's settings (all files, summary.json too),
@@ -42,9 +32,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 RECORDED_DIGEST = 'e600c3edd7260ce9393e647c9aea6f13feff2d140587ff069b6f131449eb4fc5'
 
 
-def test_generated_content_matches_the_recorded_digest(tmp_path):
+def test_generated_content_matches_the_recordedtree_digest(tmp_path):
     _gen(tmp_path)
-    assert _digest(tmp_path) == RECORDED_DIGEST
+    assert tree_digest(tmp_path) == RECORDED_DIGEST
 
 
 def test_counts_follow_the_exponential_profile(tmp_path):
