@@ -267,12 +267,37 @@ def close_distributed() -> None:
         tdist.destroy_process_group()
 
 
+_VIS_NAMES: set = set()  # visualizer names the runners of this process were given
+
+
+def own_visualizer(cfg: Config) -> None:
+    """Give the config's visualizer a name no earlier runner of this process used.
+
+    mmdet's and mmrotate's runtime configs name every visualizer ``'visualizer'``, and
+    mmengine hands a later runner the first instance of a name, with that runner's
+    ``save_dir``: the second run of a process (the tables run seeds and a test after each
+    training in one process) wrote its scalars into the first run's ``vis_data``. The first
+    runner keeps the config's name, so a one-run process is as upstream makes it."""
+    vis = cfg.get('visualizer')
+    if not isinstance(vis, dict):
+        return
+    name = base = vis.get('name', 'visualizer')
+    i = 0
+    while name in _VIS_NAMES:
+        i += 1
+        name = f'{base}_{i}'
+    _VIS_NAMES.add(name)
+    vis['name'] = name
+
+
 def build_runner(cfg: Config):
     """The default Runner, or the registered one named by ``runner_type``; DDP on the CPU
-    when launched distributed without CUDA (``setup_cpu_distributed``)."""
+    when launched distributed without CUDA (``setup_cpu_distributed``); a visualizer of
+    its own (``own_visualizer``)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     setup_cpu_distributed(cfg)
+    own_visualizer(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     quiet_known_upstream_warnings()  # the runner's own logger too
     return runner

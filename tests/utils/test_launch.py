@@ -223,3 +223,32 @@ def test_known_upstream_log_lines_are_dropped_and_others_kept():
     for msg in kept:
         print_log(msg, logger='current', level=logging.WARNING)
     assert seen == kept
+
+
+def test_each_runner_of_a_process_writes_its_own_vis_data(toy_root, tmp_path):
+    """mmrotate names every visualizer 'visualizer' and mmengine hands a later runner the
+    first instance of a name (with the first run's save_dir): without own_visualizer the
+    second runner's scalars land in the first run's vis_data."""
+    import os.path as osp
+
+    from mmengine.config import DictAction
+
+    from mmdeblora.utils.launch import build_runner
+    from tests.conftest import TOY_CFG, toy_options
+    register_all()
+    runners = []
+    for i in range(2):
+        cfg = Config.fromfile(TOY_CFG)
+        cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in (
+            o.split('=', 1) for o in toy_options(toy_root)[1:])})
+        cfg.work_dir, cfg.experiment_name = str(tmp_path / f'w{i}'), f'vis_{i}'
+        runners.append(build_runner(cfg))
+    names = [r.visualizer.instance_name for r in runners]
+    assert names[0] != names[1]
+    for i, r in enumerate(runners):
+        r.visualizer.add_scalars({'probe': float(i)}, step=0)
+        scalars = osp.join(r.log_dir, 'vis_data', 'scalars.json')
+        assert osp.isfile(scalars) and str(tmp_path / f'w{i}') in scalars
+        with open(scalars) as fh:
+            assert [line for line in fh if '"probe"' in line] == \
+                [f'{{"probe": {float(i)}, "step": 0}}\n']
