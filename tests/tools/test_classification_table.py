@@ -56,7 +56,8 @@ def test_summary_and_markdown_layout():
 
 # the rows of the paired comparisons, and one whose foundation loads through init_cfg;
 # every row's config trains in tests/configs/test_classification_rows.py
-ROWS = ['zero_shot', 'clora', 'clora_deblora', 'lora', 'lora_deblora', 'lora_deblora_l0']
+ROWS = ['zero_shot', 'clora', 'clora_deblora', 'lora', 'lora_logit_adjust',
+        'lora_logit_adjust_deblora', 'lora_deblora', 'lora_deblora_l0']
 
 
 @pytest.mark.slow
@@ -82,6 +83,8 @@ def test_reduced_table_and_resume(tmp_path):
     assert params['lora_deblora'] == params['lora_deblora_l0'] == params['lora'] + adapters
     assert params['clora'] == 3 * adapters + 1935
     assert params['clora_deblora'] == params['clora'] + adapters
+    assert params['lora_logit_adjust_deblora'] == params['lora_logit_adjust'] + adapters
+    assert {r for pair in tool.PAIRS for r in pair} <= set(ROWS)  # every pair is checked
     for a, b in tool.PAIRS:
         assert f'| {tool.ROWS[a][0]} − {tool.ROWS[b][0]} | 2 |' in table
     # per-seed values and what the runs were made from, in the result and the table
