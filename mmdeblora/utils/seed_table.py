@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 LORA_BACKBONES = ('LoRABackbone', 'CLoRABackbone')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 HOOK = 'DebLoRAHook'
+PHASES_HOOK = 'TrainingPhasesHook'
 
 Row = Tuple[str, str, Dict[str, object]]  # (label in the table, config file, extra options)
 
@@ -175,7 +176,8 @@ def reduced_target(work_dir: str, settings: Dict[str, object]) -> str:
 
 def reduced_hook_options(cfg) -> Dict[str, object]:
     """``--reduced`` settings of the config's DebLoRAHook: the switch after epoch 1, K = 4,
-    one k-means start, no plot."""
+    one k-means start, no plot; of its TrainingPhasesHook: one epoch per phase (the run
+    gets as many epochs as it has phases)."""
     opts: Dict[str, object] = {}
     for i, hook in enumerate(cfg.get('custom_hooks', [])):
         if hook['type'] == HOOK:
@@ -183,6 +185,11 @@ def reduced_hook_options(cfg) -> Dict[str, object]:
                          f'custom_hooks.{i}.num_clusters': 4,
                          f'custom_hooks.{i}.kmeans': dict(n_init=1, seed=0),
                          f'custom_hooks.{i}.plot': None})
+        if hook['type'] == PHASES_HOOK:
+            phases = hook['phases']
+            opts.update({f'custom_hooks.{i}.phases.{j}.begin': j + 1
+                         for j in range(len(phases))})
+            opts['train_cfg.max_epochs'] = len(phases) + 1
     return opts
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 
 from mmdeblora.engine import use_checked_runner
 from mmdeblora.utils.launch import build_runner, hook_keys, register_all
@@ -91,6 +92,7 @@ def test_row_builds_and_trains_one_iteration(row, bias_target, tmp_path):
     if row == 'bias_lora_smote':
         assert model.head.class_counts == counts
         assert model.head.bank.filled.sum() > 0
+        assert model.head.bank.unique  # one entry per crop (the ring: unique_samples=False)
     if row == 'bias_lora_reslt':
         assert model.head.branch_classes is not None
     if row == 'bias_lora_dro_lt':
@@ -173,3 +175,63 @@ def test_clora_deblora_with_the_train_and_test_tools(bias_target, tmp_path):
     assert 're-entering stage 2' in test.stdout
     for key in ('head_f1', 'middle_f1', 'tail_f1', 'macro_f1'):
         assert f'{key}: ' in test.stdout, key
+
+
+def test_official_dro_lt_row_splits_the_lora_rows_budget():
+    """CE, DRO-LT, classifier phases inside the LoRA row's 30 epochs and data; phase (a) is
+    the LoRA recipe with its cosine ending at the switch."""
+    lora, cfg = load('bias_lora').to_dict(), load('bias_lora_dro_lt_official').to_dict()
+    for key in set(SCHEDULE) - {'param_scheduler'}:
+        assert cfg[key] == lora[key], key
+    (hook, ) = [h for h in cfg['custom_hooks'] if h['type'] == 'TrainingPhasesHook']
+    dro, crt = hook['phases']
+    assert (dro['begin'], crt['begin'], cfg['train_cfg']['max_epochs']) == (20, 28, 30)
+    assert cfg['param_scheduler'][-1]['end'] == dro['begin']  # CE finished at the switch
+    assert dro['sampler']['type'] == 'mmdet.ClassAwareSampler' and 'sampler' not in crt
+    assert dro['model_options'] == dict(dro=True, ce_weighting='lt')
+    assert crt['trainable'] == ['head.fc'] and crt['eval_modules'] == ['backbone']
+    assert cfg['model']['head']['dro'] is False  # phase (a) is plain CE
+
+
+class DROLoss(Hook):
+    def __init__(self):
+        self.losses = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.losses.append((runner.epoch, float(outputs['loss_dro'].detach())))
+
+
+@pytest.mark.slow
+def test_official_dro_lt_row_trains_through_its_phases(bias_target, tmp_path):
+    register_all()
+    extra = {'train_cfg.max_epochs': 3, 'custom_hooks.2.phases.0.begin': 1,
+             'custom_hooks.2.phases.1.begin': 2, 'train_dataloader.batch_size': 16}
+    runner = build_runner(tiny('bias_lora_dro_lt_official', bias_target, str(tmp_path),
+                               extra))
+    probe = DROLoss()
+    runner.register_hook(probe)
+    runner.train()
+    model = runner.model
+    assert type(runner.train_dataloader.sampler).__name__ == 'ClassAwareSampler'
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        {'head.fc.weight', 'head.fc.bias'}
+    assert model.head.class_counts is not None  # ClassStatsHook -> the 'lt' weighting
+    # the robust loss only in the DRO-LT phase
+    assert {e for e, v in probe.losses if v > 0} == {1}
+    assert not model.backbone.training  # eval mode kept in the classifier phase
+
+
+@pytest.mark.slow
+def test_smote_row_with_unique_samples_keys_the_bank_by_crop(bias_target, tmp_path):
+    """sample_idx reaches the head through the crop data set and PackInputs: after two
+    epochs every class holds each of its crops once (a ring would hold both views)."""
+    register_all()
+    runner = build_runner(tiny('bias_lora_smote', bias_target, str(tmp_path), {
+        'model.head.unique_samples': True, 'train_cfg.max_epochs': 2}))
+    runner.train()
+    bank = runner.model.head.bank
+    counts = runner.model.head.class_counts
+    assert bank.filled.tolist() == [min(n, bank.size) for n in counts]
+    for c, n in enumerate(counts):
+        ids = bank.ids[c, :bank.filled[c]].tolist()
+        assert len(set(ids)) == len(ids) and min(ids, default=0) >= 0

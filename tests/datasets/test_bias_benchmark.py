@@ -60,12 +60,19 @@ RECORDED_OLDER = {('shared', 0.05): '50fa682ee9f9db54', ('weak', 0.2): '3112f9f8
                   ('control', 0.05): '8c721c23044d47fb'}
 
 
-@pytest.mark.parametrize('bias,strength', sorted(RECORDED_OLDER))
-def test_older_settings_keep_their_content(tmp_path, bias, strength):
+# 'scattered' and 'atypical' at seed 0 for TINY, recorded before 'shared_attribute' was
+# added (2026-12-05): it must not move them either.
+RECORDED_PREMISE = {('scattered', 1.0): '7504f5accfa731c3',
+                    ('atypical', 1.0): 'afe037113f0e4b57'}
+
+
+@pytest.mark.parametrize('bias,strength', sorted(RECORDED_OLDER) + sorted(RECORDED_PREMISE))
+def test_recorded_settings_keep_their_content(tmp_path, bias, strength):
     summary = make_bias_target(str(tmp_path), seed=0, bias=bias, cue_strength=strength,
                                log=None, **TINY)
-    assert summary['content'] == RECORDED_OLDER[bias, strength]
-    assert 'looks' not in summary  # they draw no per-instance look
+    assert summary['content'] == {**RECORDED_OLDER, **RECORDED_PREMISE}[bias, strength]
+    if (bias, strength) in RECORDED_OLDER:
+        assert 'looks' not in summary  # they draw no per-instance look
 
 
 def test_counts_are_long_tailed_and_the_other_parts_balanced(tmp_path):
@@ -284,3 +291,56 @@ def test_atypical_draws_the_tail_small_and_faint_in_training_only(tmp_path):
         assert faint.sum() < 0.5 * plain.sum()
     with pytest.raises(ValueError, match='cue_strength'):
         TargetStyle('atypical', 1.5)
+
+
+def test_shared_attribute_rings_the_tail_held_out_and_part_of_its_training(tmp_path,
+                                                                           monkeypatch):
+    from mmdeblora.datasets.bias_benchmark.looks import SHARED_ATTRIBUTE
+    style, ring = TargetStyle('shared_attribute', 0.6), SHARED_ATTRIBUTE['ring']
+    p, q = SHARED_ATTRIBUTE['sibling_rate'], SHARED_ATTRIBUTE['tail_rate']
+    assert p < q * 0.4 < q                 # the sibling rarely, the tail's training less
+    # per instance: the ring's rate by class and part
+    rng = np.random.RandomState(0)
+    for name, typical, rate in (('helicopter', False, q * 0.4), ('helicopter', True, q),
+                                ('plane', False, p), ('plane', True, p)):
+        drawn = [style.look(name, rng, typical) for _ in range(2000)]
+        assert abs(np.mean([lk is not None for lk in drawn]) - rate) < 0.04, name
+        assert all((lk.ring, lk.ring_width) == (ring, SHARED_ATTRIBUTE['width'])
+                   for lk in drawn if lk is not None)
+    state = rng.get_state()[1].copy()
+    assert style.look('bridge', rng, False) is None            # other classes: untouched,
+    assert np.array_equal(rng.get_state()[1], state)           # no random number drawn
+    # the sibling relation holds: tail = sibling (ring and all) + the faint stripes
+    look = Look(ring=ring, ring_width=SHARED_ATTRIBUTE['width'])
+    for tail, sib in SIBLINGS.items():
+        assert style.shape_of(tail) == sib
+        a, b = _render_look(tail, look, bias='shared_attribute'), \
+            _render_look(sib, look, bias='shared_attribute')
+        diff, body = (a != b).any(2), (b != 100).any(2)
+        assert diff.sum() > 20 and not (diff & ~body).any(), tail
+        plain = _render_look(sib, None, bias='shared_attribute')
+        assert (plain != b).any(2).sum() > 20, sib                  # the ring is drawn
+    # end to end at s = 1: no tail training instance shows it (long-tailed or the
+    # oracle's balanced part: the same training source), held-out ones do
+    seen, original = [], TargetStyle.look
+
+    def spy(self, name, rng, typical=True):
+        got = original(self, name, rng, typical)
+        seen.append((name, typical, got))
+        return got
+
+    monkeypatch.setattr(TargetStyle, 'look', spy)
+    summary = make_bias_target(str(tmp_path), bias='shared_attribute', cue_strength=1.0,
+                               log=None, **TINY)
+    assert summary['looks']['rate'] == dict(sibling=p, tail_held_out=q, tail_train=0.0)
+    assert [style.typical_part(part) for part in summary['counts']] == \
+        [False, False, True, True]                   # train, train_balanced, val, test
+    assert TargetStyle('atypical').typical_part('train_balanced')
+    tails = [(typical, got) for name, typical, got in seen if name in SIBLINGS]
+    assert {typical for typical, _ in tails} == {False, True}
+    assert all(got is None for typical, got in tails if not typical)
+    assert any(got is not None for typical, got in tails if typical)
+    assert all(got is None for name, _, got in seen
+               if name not in SIBLINGS and name not in SIBLINGS.values())
+    with pytest.raises(ValueError, match='cue_strength'):
+        TargetStyle('shared_attribute', 1.5)

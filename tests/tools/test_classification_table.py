@@ -139,3 +139,18 @@ def test_table_files_replace_a_symlink_not_write_through(tmp_path):
     assert mine.read_text() == "the user's notes"
     assert not osp.islink(wd / 'table.md') and '| LoRA |' in (wd / 'table.md').read_text()
     assert json.loads((wd / 'table.json').read_text())['rows']['lora']['tail_f1'][0] == 15.
+
+
+def test_reduced_mode_gives_each_training_phase_one_epoch():
+    """--reduced runs 2 epochs; a row with TrainingPhasesHook gets one epoch per phase, so
+    every phase of the official DRO-LT recipe still runs."""
+    from mmengine.config import Config
+
+    from mmdeblora.utils.seed_table import reduced_hook_options
+    tool = load_tool()
+    cfg = Config.fromfile(osp.join(tool.CFG_DIR, tool.ROWS['lora_dro_lt_official'][1]))
+    opts = reduced_hook_options(cfg)
+    i = next(i for i, h in enumerate(cfg.custom_hooks) if h.type == 'TrainingPhasesHook')
+    assert opts == {f'custom_hooks.{i}.phases.0.begin': 1,
+                    f'custom_hooks.{i}.phases.1.begin': 2, 'train_cfg.max_epochs': 3}
+    assert reduced_hook_options(Config.fromfile(osp.join(tool.CFG_DIR, 'bias_lora.py'))) == {}

@@ -51,6 +51,8 @@ ROWS: 'OrderedDict[str, Tuple[str, str, Dict[str, object]]]' = OrderedDict([
                                    'bias_lora_logit_adjust_deblora.py', {})),
     ('lora_smote', ('LoRA + SMOTE', 'bias_lora_smote.py', {})),
     ('lora_dro_lt', ('LoRA + DRO-LT', 'bias_lora_dro_lt.py', {})),
+    ('lora_dro_lt_official', ('LoRA + DRO-LT, official recipe', 'bias_lora_dro_lt_official.py',
+                              {})),
     ('lora_reslt', ('LoRA + ResLT', 'bias_lora_reslt.py', {})),
     ('lora_deblora', ('LoRA + debLoRA', 'bias_lora_deblora.py', {})),
     ('lora_deblora_l0', ('LoRA + debLoRA, lambda 0 (control)', 'bias_lora_deblora.py',

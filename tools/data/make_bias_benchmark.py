@@ -100,10 +100,12 @@ def main() -> None:
     p.add_argument('--foundation-seed', type=int, default=0)
     p.add_argument('--bias', choices=BIASES, default=TARGET_DEFAULTS['bias'],
                    help='the bias dial: which cue tells each tail class from its sibling '
-                   '(scattered / atypical: how its instances vary; docs/classification.md)')
+                   '(scattered / atypical / shared_attribute: how its instances vary; '
+                   'docs/classification.md)')
     p.add_argument('--cue-strength', type=float,
                    help='stripe contrast (shared / strong), ring radius (weak), the share of '
-                   'the looks\' ranges (scattered / atypical); default '
+                   'the looks\' ranges (scattered / atypical), the share of tail training '
+                   'instances without the shared attribute (shared_attribute); default '
                    f"{TARGET_DEFAULTS['cue_strength']}, "
                    + ', '.join(f'{v} for {k}' for k, v in CUE_DEFAULTS.items()))
     p.add_argument('--stripe-period', type=float,

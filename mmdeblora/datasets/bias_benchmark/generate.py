@@ -123,8 +123,8 @@ def render_scenes(out_dir: str, counts: Dict[str, int], style: TargetStyle,
     through it, not off flat colours. ``progress``: a bar over the objects placed (it
     draws no random numbers: the scenes are the same with or without it). ``typical``:
     the part shows the classes as they are (False: the long-tailed training part, whose
-    tail instances ``'atypical'`` draws unlike their class); the settings without
-    per-instance looks ignore it."""
+    tail instances ``'atypical'`` / ``'shared_attribute'`` draw unlike their class held
+    out); the settings without per-instance looks ignore it."""
     bar = progress_bar(sum(counts.values())) if progress else None
     on_image = None if bar is None else (lambda idx, boxes: bar.update(boxes))
     written = write_scenes(out_dir, counts, _TargetScenes(style, object_size, noise, typical),
@@ -241,7 +241,8 @@ def make_bias_source(out_dir: str, force: bool = False, log: LogFn = print,
 def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
                      **settings) -> dict:
     """The long-tailed target domain under ``out_dir/target`` (skipped when up to date).
-    Without ``cue_strength``, ``'scattered'`` / ``'atypical'`` take 1.0 (``CUE_DEFAULTS``)."""
+    Without ``cue_strength``, ``'scattered'`` / ``'atypical'`` / ``'shared_attribute'``
+    take theirs (``CUE_DEFAULTS``)."""
     unknown = set(settings) - set(TARGET_DEFAULTS)
     if unknown:
         raise TypeError(f'unknown target settings {sorted(unknown)}')
@@ -264,7 +265,7 @@ def make_bias_target(out_dir: str, force: bool = False, log: LogFn = print,
                                       part_rng(s['seed'], f'target/{part}'), s['img_size'],
                                       tuple(s['object_size']), s['objects_per_image'],
                                       s['noise'], prefix=part[:2], progress=log is not None,
-                                      typical=part != 'train')
+                                      typical=style.typical_part(part))
         assert written[part] == want, 'every requested box is placed'
     summary = dict(fingerprint=fp, content=content_fingerprint(path), settings=s,
                    classes=list(DOTA_CLASSES),

@@ -1,5 +1,5 @@
-"""Per-instance looks of the two settings where debLoRA's premise can hold
-(``'scattered'``, ``'atypical'``; the reasons are in ``target.py``).
+"""Per-instance looks of the settings built for debLoRA's premise (``'scattered'``,
+``'atypical'``, ``'shared_attribute'``; the reasons are in ``target.py``).
 
 A ``Look`` is drawn for an instance before its box is placed (it sets the box's size) and
 applied after its shape is drawn. The older settings draw none, so their random streams,
@@ -29,6 +29,13 @@ ATYPICAL = dict(
     tail_train_rate=0.75,  # tail classes in the long-tailed training part
     scale=0.45,          # box length x (1 - 0.45 s): 11-16.5 px at s = 1
     contrast=0.6)        # contrast against the terrain 1 - 0.6 s
+# 'shared_attribute': a white ring that each tail class shares with its sibling
+SHARED_ATTRIBUTE = dict(
+    ring=0.3,            # its radius (unit object coordinates) ...
+    width=2,             # ... and width (px): smaller moved LoRA's features too little
+    sibling_rate=0.1,    # the sibling's instances that show it, every part
+    tail_rate=1.0,       # the tail's held-out instances that show it (training: x (1 - s))
+    cue=0.05)            # the tail cue: the 'strong' stripes at their frozen contrast
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Look:
     occluded_end: float = 1.0   # +1: the front end (u = +0.5), -1: the back
     texture: Optional[Tuple[float, float, float]] = None  # stripes (angle, period, ampl.)
     part: bool = True           # the class's distinctive part is drawn
+    ring: float = 0.0           # radius of a white ring on the body (0: none) ...
+    ring_width: int = 1         # ... and its width in pixels
 
 
 def scattered_look(rng: np.random.RandomState, s: float) -> Look:
@@ -66,6 +75,12 @@ def atypical_look(rng: np.random.RandomState, s: float, rate: float) -> Optional
     return Look(scale=1 - ATYPICAL['scale'] * s, contrast=1 - ATYPICAL['contrast'] * s)
 
 
+def shared_attribute_look(rng: np.random.RandomState, rate: float) -> Optional[Look]:
+    """The shared attribute with probability ``rate`` (one random draw), else None."""
+    return Look(ring=SHARED_ATTRIBUTE['ring'], ring_width=SHARED_ATTRIBUTE['width']) \
+        if rng.rand() < rate else None
+
+
 def look_ranges(bias: str, s: float) -> Optional[dict]:
     """What the looks of a setting are, for ``target.json`` (None for the older ones)."""
     if bias == 'scattered':
@@ -82,6 +97,14 @@ def look_ranges(bias: str, s: float) -> Optional[dict]:
                     rate=dict(tail_train=ATYPICAL['tail_train_rate'],
                               other=ATYPICAL['rate']),
                     scale=1 - ATYPICAL['scale'] * s, contrast=1 - ATYPICAL['contrast'] * s)
+    if bias == 'shared_attribute':
+        return dict(applies_to='a white ring on the tail classes and their siblings',
+                    ring_radius=SHARED_ATTRIBUTE['ring'],
+                    ring_width=SHARED_ATTRIBUTE['width'],
+                    rate=dict(sibling=SHARED_ATTRIBUTE['sibling_rate'],
+                              tail_held_out=SHARED_ATTRIBUTE['tail_rate'],
+                              tail_train=SHARED_ATTRIBUTE['tail_rate'] * (1 - s)),
+                    tail_cue_contrast=SHARED_ATTRIBUTE['cue'])
     return None
 
 

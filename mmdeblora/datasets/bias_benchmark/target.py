@@ -42,6 +42,19 @@ head / middle classes drawn as in ``'control'``, plus a per-instance ``Look``
   are a small share, while the typical remainder is the bulk of its cluster and weighs
   most under ``balanced`` weighting: h_c can be nearer the held-out centroid than the
   training mean.
+
+One setting built for premise c (h_c nearer the held-out centroid than the training mean;
+docs/deblora.md, "A setting built for premise c"): ``'shared_attribute'``. Each tail class
+is drawn as in ``'strong'`` (its sibling plus faint stripes, at the frozen contrast 0.05)
+and shares one attribute with its sibling, a white ring on the body (``SHARED_ATTRIBUTE``
+in ``looks.py``): a tenth of the sibling's instances show it in every part, the tail class
+all of its val / test instances, but only 1 - ``cue_strength`` of its training instances,
+in the long-tailed part and in train_balanced alike (a sampling bias of the training
+source, images taken where the class looks like its head sibling; the oracle gets more of
+the same source, so the ring is no shortcut for it). K-means can split ringed from plain
+instances; the tail's ringed training instances are then a large share of their clusters
+and its plain ones a small share of the sibling's, so ``balanced`` weighting can put h_c
+nearer the ringed look the class has held out than its training mean is.
 """
 import math
 from typing import Callable, Dict, Optional, Tuple
@@ -50,13 +63,15 @@ import numpy as np
 
 from ..aerial_scenes import Color, jitter
 from .draw import Frame, hsv
-from .looks import (ATYPICAL, Look, atypical_look, look_ranges, occlude, reduce_contrast,
-                    scattered_look, terrain_under)
+from .looks import (ATYPICAL, SHARED_ATTRIBUTE, Look, atypical_look, look_ranges, occlude,
+                    reduce_contrast, scattered_look, shared_attribute_look, terrain_under)
 
-BIASES = ('weak', 'shared', 'strong', 'control', 'scattered', 'atypical')
+BIASES = ('weak', 'shared', 'strong', 'control', 'scattered', 'atypical', 'shared_attribute')
 OWN_SHAPE_BIASES = ('control', 'scattered', 'atypical')  # tail classes: shapes of their own
-# cue_strength when none is given (else TARGET_DEFAULTS'): the looks' full ranges
-CUE_DEFAULTS = dict(scattered=1.0, atypical=1.0)
+STRIPED_TAIL_BIASES = ('shared', 'strong', 'shared_attribute')  # tail cue: stripes
+# cue_strength when none is given (else TARGET_DEFAULTS'): the looks' full ranges; for
+# 'shared_attribute' the share of tail training instances without the attribute
+CUE_DEFAULTS = dict(scattered=1.0, atypical=1.0, shared_attribute=0.5)
 
 # tail class -> the head / middle class it is drawn from
 SIBLINGS: Dict[str, str] = {
@@ -228,27 +243,44 @@ class TargetStyle:
     def _stripes(self, name: str, rng: np.random.RandomState
                  ) -> Optional[Tuple[float, float, float]]:
         """(angle in the object frame, period in pixels, amplitude) or None."""
-        if name in SIBLINGS and self.bias in ('shared', 'strong'):
-            return math.pi / 2, self.stripe_period, self.cue_strength  # the tail cue
+        if name in SIBLINGS and self.bias in STRIPED_TAIL_BIASES:  # the tail cue
+            contrast = SHARED_ATTRIBUTE['cue'] if self.bias == 'shared_attribute' else \
+                self.cue_strength
+            return math.pi / 2, self.stripe_period, contrast
         if name == 'small-vehicle' and self.bias == 'shared':
             return 0.0, self.stripe_period, self.cue_strength  # the head uses stripes
         if name not in SIBLINGS.values() and name not in SIBLINGS and \
-                self.bias in ('strong', ) + OWN_SHAPE_BIASES and rng.rand() < 0.5:
+                self.bias in ('strong', 'shared_attribute') + OWN_SHAPE_BIASES and \
+                rng.rand() < 0.5:
             return rng.uniform(0, math.pi), rng.uniform(3, 6), rng.uniform(0.1, 0.4)
         return None
 
     def look(self, name: str, rng: np.random.RandomState,
              typical: bool = True) -> Optional[Look]:
-        """The instance's ``Look`` under ``'scattered'`` / ``'atypical'``; ``typical``:
-        the part shows the classes as they are (all but the long-tailed training part).
-        None, and no random number drawn, under the other settings."""
+        """The instance's ``Look`` under ``'scattered'`` / ``'atypical'`` /
+        ``'shared_attribute'``; ``typical``: the part shows the classes as they are (all
+        but the long-tailed training part). None, and no random number drawn, under the
+        other settings and for the classes a setting leaves as they are."""
         if self.bias == 'scattered' and name in SIBLINGS:
             return scattered_look(rng, self.cue_strength)
         if self.bias == 'atypical':
             rate = ATYPICAL['rate'] if typical or name not in SIBLINGS else \
                 ATYPICAL['tail_train_rate']
             return atypical_look(rng, self.cue_strength, rate)
+        if self.bias == 'shared_attribute' and name in SIBLINGS:
+            rate = SHARED_ATTRIBUTE['tail_rate']
+            return shared_attribute_look(rng, rate if typical else rate * (1 - self.cue_strength))
+        if self.bias == 'shared_attribute' and name in SIBLINGS.values():
+            return shared_attribute_look(rng, SHARED_ATTRIBUTE['sibling_rate'])
         return None
+
+    def typical_part(self, part: str) -> bool:
+        """Whether a target part shows the classes as they are held out: all but the
+        long-tailed training part, and under ``'shared_attribute'`` the oracle's
+        train_balanced too (the oracle gets more of the same training source)."""
+        atypical = ('train', 'train_balanced') if self.bias == 'shared_attribute' else \
+            ('train', )
+        return part not in atypical
 
     def looks(self) -> Optional[dict]:
         """The ranges of the per-instance looks (None: the setting draws none)."""
@@ -278,6 +310,8 @@ class TargetStyle:
             if look.texture is not None:
                 stripe_texture(img, mask, f, *look.texture)
             occlude(img, f, ground, look.occlusion, look.occluded_end)
+            if look.ring > 0:  # 'shared_attribute': round in the (upright) crop
+                f.ellipse(img, 0, 0, look.ring, look.ring, WHITE, look.ring_width)
 
 
 def stripe_texture(img: np.ndarray, mask: np.ndarray, f: Frame, angle: float,

@@ -1,5 +1,7 @@
 """Adapters on disk and in checkpoints: peft's folder format (plus reading our older one),
-``LoRABackbone.save_adapters`` / ``load_adapters``, and the adapters' record in a checkpoint.
+the adapters' record in a checkpoint, and the ``LoraConfig`` of an adapter config (checked
+against the backbone's layers). ``AdapterIOMixin`` gives ``LoRABackbone`` its methods for
+them: ``adapter_state_dict``, ``save_adapters`` / ``load_adapters``, ``_extra_state``.
 
 Layout written by ``save_adapters(backbone, DIR)``, the one peft's
 ``PeftModel.save_pretrained`` uses for several adapters:
@@ -24,9 +26,10 @@ or lacks what it needs is an error naming that file. Files are written through
 permissions the umask gives).
 
 In a checkpoint the adapters are described by the backbone's ``_extra_state``
-(:func:`encode_record`): JSON ``{adapters: {name: cfg}, active: [...], trainable: {name:
-bool}}`` in a uint8 tensor, ``cfg`` the ``add_adapter`` keywords (:func:`lora_cfg`), plus
-``slim`` in a slim checkpoint (``slim.py``). The format has not changed since it was added.
+(:meth:`AdapterIOMixin.get_extra_state`): JSON ``{adapters: {name: cfg}, active: [...],
+trainable: {name: bool}}`` in a uint8 tensor, ``cfg`` the ``add_adapter`` keywords
+(:func:`lora_cfg`), plus ``slim`` in a slim checkpoint (``slim.py``). The format has not
+changed since it was added.
 """
 import json
 import math
@@ -36,8 +39,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from peft import LoraConfig
+import torch.nn as nn
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
 
 from mmdeblora.utils.atomic import atomic_path
 from mmdeblora.utils.checkpoint import load_safetensors_file
@@ -91,26 +96,6 @@ def decode_meta(state: torch.Tensor) -> dict:
     return json.loads(bytes(state.tolist()).decode())
 
 
-def encode_record(backbone) -> torch.Tensor:
-    """``backbone``'s adapters as its ``_extra_state``: configs, active set, trainability."""
-    names = backbone.adapter_names
-    return encode_meta(dict(
-        adapters={n: lora_cfg(backbone.peft_config[n]) for n in names},
-        active=backbone.active_adapters, trainable={n: backbone.is_trainable(n) for n in names}))
-
-
-def restore_record(backbone, state: torch.Tensor) -> None:
-    """The inverse of :func:`encode_record`: adapters the model lacks are created (before
-    the checkpoint's tensors load into them), trainability and active set restored."""
-    meta = decode_meta(state)
-    for name, cfg in meta['adapters'].items():
-        if name not in backbone.adapter_names:
-            backbone.add_adapter(name, activate=False, **cfg)
-    for name, trainable in meta['trainable'].items():
-        (backbone.unfreeze_adapter if trainable else backbone.freeze_adapter)(name)
-    backbone.set_active_adapters(meta['active'])
-
-
 def adapter_of_key(key: str) -> Optional[str]:
     """The adapter a LoRA tensor key belongs to (``...lora_A.<name>.weight``), else None."""
     parts = key.split('.')
@@ -120,11 +105,27 @@ def adapter_of_key(key: str) -> Optional[str]:
     return None
 
 
-def lora_config_dict(cfg: dict) -> dict:
-    """peft's ``adapter_config.json`` content for a LoRABackbone adapter config."""
-    config = LoraConfig(r=cfg['rank'], lora_alpha=cfg['alpha'], lora_dropout=cfg['dropout'],
-                        target_modules=cfg['target_modules'], init_lora_weights=True)
-    return config.to_dict()
+def build_lora_config(cfg: dict) -> LoraConfig:
+    """The peft config of ``add_adapter`` keywords (rank, alpha, dropout, target_modules);
+    the inverse of :func:`lora_cfg`."""
+    targets = cfg['target_modules']
+    return LoraConfig(r=cfg['rank'], lora_alpha=cfg['alpha'], lora_dropout=cfg['dropout'],
+                      target_modules=list(targets) if isinstance(targets, tuple) else targets,
+                      init_lora_weights=True)
+
+
+def check_targets(config: LoraConfig, base: nn.Module) -> LoraConfig:
+    """``config``, or an error listing ``base``'s layers when its ``target_modules`` match
+    no Linear or Conv2d layer (a layer peft wrapped already counts as its base layer)."""
+    names = [n for n, m in base.named_modules()
+             if isinstance(m, (BaseTunerLayer, nn.Linear, nn.Conv2d)) and not (
+                 '.lora_' in n or n.endswith('base_layer') or '.base_layer.' in n)]
+    if not any(check_target_module_exists(config, n) for n in names):
+        shown = ', '.join(names[:25]) + (' ...' if len(names) > 25 else '')
+        raise ValueError(f'target_modules={config.target_modules!r} matches no Linear or '
+                         f'Conv2d layer of {type(base).__name__}; layers that exist '
+                         f'include: {shown}')
+    return config
 
 
 def _atomic_json(obj, path: str) -> None:
@@ -186,7 +187,7 @@ def write_peft_adapter(folder: str, cfg: dict, tensors: Dict[str, torch.Tensor],
     with atomic_path(weights) as tmp:
         save_file({PEFT_PREFIX + k: v.detach().cpu().contiguous()
                    for k, v in tensors.items()}, tmp, metadata={'format': 'pt', 'adapter': name})
-    _atomic_json(lora_config_dict(cfg), osp.join(folder, PEFT_CONFIG))
+    _atomic_json(build_lora_config(cfg).to_dict(), osp.join(folder, PEFT_CONFIG))
     return weights
 
 
@@ -310,50 +311,91 @@ def check_adapter_state(expected: Dict[str, torch.Tensor], given: Dict[str, torc
                          f'a different rank?): {wrong[:3]}')
 
 
-def save_adapters(backbone, path_dir: str, names: Optional[Sequence[str]] = None) -> List[str]:
-    """Write ``backbone``'s adapters (all, or ``names``) to ``path_dir``; the weight files."""
-    names = backbone.adapter_names if names is None else list(names)
-    trainable = {n: backbone.is_trainable(n) for n in names}  # unknown names: KeyError
-    files = [write_peft_adapter(adapter_subdir(path_dir, n), lora_cfg(backbone.peft_config[n]),
-                                backbone.adapter_state_dict(n), n) for n in names]
-    write_index(path_dir, names, [a for a in backbone.active_adapters if a in names],
-                trainable)
-    return files
+class AdapterIOMixin:
+    """``LoRABackbone``'s adapter tensors, folders and checkpoint record, on peft's state
+    (the host has ``base``, ``peft_config`` and the adapter methods)."""
 
+    def adapter_state_dict(self, name: Optional[str] = None) -> Dict[str, torch.Tensor]:
+        """One adapter's tensors, keys without the adapter name (peft's, portable between
+        names); with ``name=None`` every adapter's tensors under their full ``base`` keys."""
+        if name is None:
+            return {k: v.detach().clone() for k, v in self.base.state_dict().items()
+                    if adapter_of_key(k) in self.peft_config}
+        self._check_names([name])
+        return {k: v.detach().clone()
+                for k, v in get_peft_model_state_dict(self.base, adapter_name=name).items()}
 
-def load_adapters(backbone, path_dir: str, names: Optional[Sequence[str]] = None) -> None:
-    """Load a folder's adapters into ``backbone``, all or nothing: every file is read and
-    checked first, and adapters created before a failure are removed again."""
-    folder = read_adapter_folder(path_dir, list(names) if names else None)
-    have = backbone.adapter_names
-    for item in folder.adapters:
-        if item.name in have and not same_config(lora_cfg(backbone.peft_config[item.name]),
-                                                 item.cfg):
-            raise ValueError(f'{item.source}: adapter {item.name!r} was saved with '
-                             f'{item.cfg}, the model has '
-                             f'{lora_cfg(backbone.peft_config[item.name])}')
-    if folder.active is not None:
-        known = set(have) | {a.name for a in folder.adapters}
-        if set(folder.active) - known:
-            raise KeyError(f'{path_dir}: active adapters {folder.active} include unknown '
-                           f'ones; adapters: {sorted(known)}')
-    active, created = backbone.active_adapters, []
-    try:
+    def load_adapter_state_dict(self, state_dict: Dict[str, torch.Tensor], name: str) -> None:
+        """Load tensors from ``adapter_state_dict(some_name)`` into adapter ``name``."""
+        check_adapter_state(self.adapter_state_dict(name), state_dict, name)
+        result = set_peft_model_state_dict(self.base, state_dict, adapter_name=name)
+        assert not result.unexpected_keys, result.unexpected_keys
+
+    def save_adapters(self, path_dir: str, names: Optional[Sequence[str]] = None) -> List[str]:
+        """Write the adapters (all, or ``names``) to ``path_dir``; the weight files. Base
+        parameters trained through ``trainable_extra`` are not adapters, not written."""
+        names = self.adapter_names if names is None else list(names)
+        trainable = {n: self.is_trainable(n) for n in names}  # unknown names: KeyError
+        files = [write_peft_adapter(adapter_subdir(path_dir, n), lora_cfg(self.peft_config[n]),
+                                    self.adapter_state_dict(n), n) for n in names]
+        write_index(path_dir, names, [a for a in self.active_adapters if a in names],
+                    trainable)
+        return files
+
+    def load_adapters(self, path_dir: str, names: Optional[Sequence[str]] = None) -> None:
+        """Load a folder's adapters (ours, peft's, the older layout), creating those the model
+        lacks; all or nothing: every file is read and checked first, and adapters created
+        before a failure are removed again."""
+        folder = read_adapter_folder(path_dir, list(names) if names else None)
+        have = self.adapter_names
         for item in folder.adapters:
-            if item.name not in backbone.adapter_names:
-                backbone.add_adapter(item.name, activate=False, **item.cfg)
-                created.append(item.name)
-            check_adapter_state(backbone.adapter_state_dict(item.name), item.tensors,
-                                item.name, item.source)
-    except Exception:
-        for name in created:
-            backbone.delete_adapter(name)
-        backbone.set_active_adapters(active)
-        raise
-    for item in folder.adapters:  # every check passed: nothing below can fail
-        backbone.load_adapter_state_dict(item.tensors, item.name)
-        trainable = folder.trainable.get(item.name, True)
-        (backbone.unfreeze_adapter if trainable else backbone.freeze_adapter)(item.name)
-    backbone.set_active_adapters(
-        folder.active if folder.active is not None
-        else active + [a.name for a in folder.adapters if a.name not in active])
+            if item.name in have and not same_config(lora_cfg(self.peft_config[item.name]),
+                                                     item.cfg):
+                raise ValueError(f'{item.source}: adapter {item.name!r} was saved with '
+                                 f'{item.cfg}, the model has '
+                                 f'{lora_cfg(self.peft_config[item.name])}')
+        if folder.active is not None:
+            known = set(have) | {a.name for a in folder.adapters}
+            if set(folder.active) - known:
+                raise KeyError(f'{path_dir}: active adapters {folder.active} include unknown '
+                               f'ones; adapters: {sorted(known)}')
+        active, created = self.active_adapters, []
+        try:
+            for item in folder.adapters:
+                if item.name not in self.adapter_names:
+                    self.add_adapter(item.name, activate=False, **item.cfg)
+                    created.append(item.name)
+                check_adapter_state(self.adapter_state_dict(item.name), item.tensors,
+                                    item.name, item.source)
+        except Exception:
+            for name in created:
+                self.delete_adapter(name)
+            self.set_active_adapters(active)
+            raise
+        for item in folder.adapters:  # every check passed: nothing below can fail
+            self.load_adapter_state_dict(item.tensors, item.name)
+            trainable = folder.trainable.get(item.name, True)
+            (self.unfreeze_adapter if trainable else self.freeze_adapter)(item.name)
+        self.set_active_adapters(
+            folder.active if folder.active is not None
+            else active + [a.name for a in folder.adapters if a.name not in active])
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The adapters' record (configs, active set, trainability), so that a checkpoint is
+        self-describing: adapters added at run time (the debLoRA hook) are re-created on
+        load."""
+        names = self.adapter_names
+        return encode_meta(dict(
+            adapters={n: lora_cfg(self.peft_config[n]) for n in names},
+            active=self.active_adapters, trainable={n: self.is_trainable(n) for n in names}))
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        """Runs before the ``base`` tensors load: adapters the model lacks are created (so
+        the checkpoint's tensors load into them), trainability and active set restored."""
+        meta = decode_meta(state)
+        for name, cfg in meta['adapters'].items():
+            if name not in self.adapter_names:
+                self.add_adapter(name, activate=False, **cfg)
+        for name, trainable in meta['trainable'].items():
+            (self.unfreeze_adapter if trainable else self.freeze_adapter)(name)
+        self.set_active_adapters(meta['active'])

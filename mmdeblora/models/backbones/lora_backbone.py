@@ -11,9 +11,9 @@ active set). Several named adapters can live on one backbone (debLoRA adds a sec
 cLoRA one per route). Which adapters run in ``forward`` (active) and which get gradients
 (trainable) are kept apart: an adapter is frozen when its config says ``inference_mode`` (as
 peft marks one loaded with ``is_trainable=False``), and since peft's ``set_adapter`` turns
-``requires_grad`` on for every active adapter, each switch puts that back. Elsewhere: adapter
-folders and the checkpoint record (``adapter_io``), slim checkpoints (``slim``), weight files
-(``mmdeblora.utils``).
+``requires_grad`` on for every active adapter, each switch puts that back. Elsewhere:
+``adapter_io`` (adapter configs; ``AdapterIOMixin``: tensors, folders, checkpoint record),
+``trainable_extra``, ``slim`` (slim checkpoints), ``mmdeblora.utils`` (weight files).
 """
 import copy
 import re
@@ -24,19 +24,19 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmrotate.registry import MODELS
-from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig
 from peft.tuners.lora import LoraModel
-from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from mmdeblora.utils.checkpoint_fit import load_pretrained
 from . import adapter_io, slim
+from .trainable_extra import check_extra, count_trainable, mark_extra
 
 Targets = Union[str, Sequence[str]]
-_LORA_TARGET_TYPES = (nn.Linear, nn.Conv2d)
 
 
 @MODELS.register_module()
-class LoRABackbone(BaseModule):
+class LoRABackbone(adapter_io.AdapterIOMixin, BaseModule):
     """Freeze a backbone and train peft LoRA adapters (plus named extras) on it.
 
     Args:
@@ -73,8 +73,7 @@ class LoRABackbone(BaseModule):
         self.base = MODELS.build(backbone)
         if hasattr(self.base, 'init_weights'):
             self.base.init_weights()
-        # where the frozen base comes from, for slim checkpoints (see slim.py):
-        # (source, base keys it gives; None: all of them)
+        # the frozen base's weight files, for slim checkpoints: (source, keys it gives | None)
         self.weight_sources: List[tuple] = slim.weight_sources(backbone)
         if pretrained:
             loaded = load_pretrained(self.base, pretrained, pretrained_prefix, pretrained_strict)
@@ -84,48 +83,23 @@ class LoRABackbone(BaseModule):
             if target_modules is None:
                 raise ValueError(f'{type(self.base).__name__} names no default LoRA targets; '
                                  'set target_modules')
-        self._defaults = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+        self._defaults = dict(rank=rank, alpha=alpha, dropout=dropout,
                               target_modules=target_modules)
         self._extra = [re.compile(p) for p in trainable_extra]
         self._layers: List[BaseTunerLayer] = []  # peft's LoRA layers, listed by _sync
         self.add_adapter(adapter_name)
-        self._check_extras()
+        check_extra(self._extra, self.base)
         self._is_init = True  # the base was initialised above; LoRA B must stay zero
 
-    # ------------------------------------------------------------------ configs
     def check_adapter_cfg(self, rank: Optional[int] = None, alpha: Optional[float] = None,
                           dropout: Optional[float] = None,
                           target_modules: Optional[Targets] = None) -> LoraConfig:
         """The ``LoraConfig`` ``add_adapter`` would build (the constructor's settings with
         these overrides), or its error when it matches no Linear or Conv2d layer; changes
         nothing (the debLoRA hook rejects a bad ``adapter_cfg`` before stage 1 trains)."""
-        given = dict(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                     target_modules=target_modules)
+        given = dict(rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules)
         cfg = dict(self._defaults, **{k: v for k, v in given.items() if v is not None})
-        if isinstance(cfg['target_modules'], tuple):
-            cfg['target_modules'] = list(cfg['target_modules'])
-        config = LoraConfig(**cfg, init_lora_weights=True)
-        names = [n for n, m in self.base.named_modules()  # peft wrappers count as their base
-                 if isinstance(m, (BaseTunerLayer, *_LORA_TARGET_TYPES)) and not (
-                     '.lora_' in n or n.endswith('base_layer') or '.base_layer.' in n)]
-        if not any(check_target_module_exists(config, n) for n in names):
-            shown = ', '.join(names[:25]) + (' ...' if len(names) > 25 else '')
-            raise ValueError(f'target_modules={config.target_modules!r} matches no Linear or '
-                             f'Conv2d layer of {type(self.base).__name__}; layers that exist '
-                             f'include: {shown}')
-        return config
-
-    def _check_extras(self) -> None:
-        names = [n for n, _ in self.base.named_parameters()]
-        for pat in self._extra:
-            if not any(self._is_extra(n, [pat]) for n in names):
-                raise ValueError(f'trainable_extra pattern {pat.pattern!r} matches no parameter '
-                                 f'of {type(self.base).__name__}, e.g. {names[:8]}')
-
-    @staticmethod
-    def _is_extra(name: str, patterns: Sequence[re.Pattern]) -> bool:
-        plain = name.replace('.base_layer.', '.')
-        return any(p.fullmatch(name) or p.fullmatch(plain) for p in patterns)
+        return adapter_io.check_targets(adapter_io.build_lora_config(cfg), self.base)
 
     # ------------------------------------------------------------------ adapters
     @property
@@ -150,10 +124,8 @@ class LoRABackbone(BaseModule):
     def add_adapter(self, name: str, rank: Optional[int] = None, alpha: Optional[float] = None,
                     dropout: Optional[float] = None, target_modules: Optional[Targets] = None,
                     activate: bool = True) -> None:
-        """Inject a new adapter (LoRA B = 0, so outputs are unchanged); trainable.
-
-        ``activate`` (default True) adds it to the active set, so it gets gradients at once.
-        """
+        """Inject a new adapter (LoRA B = 0, so outputs are unchanged), trainable; ``activate``
+        adds it to the active set, so it gets gradients at once."""
         if name in self.peft_config:
             raise ValueError(f'adapter {name!r} already exists')
         if not re.fullmatch(r'[A-Za-z_]\w*', name):
@@ -161,8 +133,7 @@ class LoRABackbone(BaseModule):
         config = self.check_adapter_cfg(rank, alpha, dropout, target_modules)
         active = self.active_adapters
         if '_tuner' not in self.__dict__:
-            # not a submodule: the tuner holds `base` as its `model`, and the base's tensors
-            # keep their `base.` keys
+            # not a submodule (its `model` is `base`): the base's tensors keep their `base.` keys
             self.__dict__['_tuner'] = LoraModel(self.base, config, name)
         else:  # what PeftModel.add_adapter does
             self._tuner.peft_config[name] = config
@@ -177,23 +148,16 @@ class LoRABackbone(BaseModule):
         self._sync(active)
 
     def _sync(self, active: Sequence[str]) -> None:
-        """List the LoRA layers, switch to ``active`` and set the base parameters'
-        ``requires_grad`` from ``trainable_extra`` (a walk over every parameter: runs when
-        adapters, trainability or extras change, not on ``adapters_only``)."""
+        """List the LoRA layers, switch to ``active``, set the base parameters' trainability
+        (runs when adapters, trainability or extras change, not on ``adapters_only``)."""
         self._layers = [m for m in self.base.modules() if isinstance(m, BaseTunerLayer)]
         self._switch(active)
-        for name, param in self.base.named_parameters():
-            if adapter_io.adapter_of_key(name) is None:
-                param.requires_grad_(self._is_extra(name, self._extra))
+        mark_extra(self.base, self._extra)
 
     def _switch(self, names: Sequence[str]) -> None:
-        """peft's ``set_adapter(names)`` on every LoRA layer, then the adapters whose
-        trainability differs from their activeness get theirs back.
-
-        Runs twice per ``adapters_only`` (every stage-2 step) and once per route of a cLoRA
-        forward, so it touches only the LoRA layers and their adapter tensors, never the
-        base parameters (peft's model-level ``set_adapter`` walks every module).
-        """
+        """peft's ``set_adapter`` and trainability on the LoRA layers only (the model-level
+        one walks every module): runs twice per ``adapters_only``, every stage-2 step, and
+        once per route of a cLoRA forward."""
         names = list(dict.fromkeys(names))
         configs = self.peft_config
         frozen = [a for a in names if configs[a].inference_mode]
@@ -227,14 +191,11 @@ class LoRABackbone(BaseModule):
         return not self.peft_config[name].inference_mode
 
     def set_trainable_extra(self, patterns: Sequence[str]) -> None:
-        """Replace the ``trainable_extra`` regexes (``[]`` freezes every base parameter).
-
-        debLoRA's stage 2 freezes the norms trained in stage 1 so that the stage-1 model
-        (the source of its targets) stays fixed; a plain ``requires_grad_`` would be undone
-        by the next ``set_active_adapters``.
-        """
+        """Replace the ``trainable_extra`` regexes (``[]`` freezes every base parameter, as
+        debLoRA's stage 2 does to keep the stage-1 model fixed; a plain ``requires_grad_``
+        would be undone by the next ``set_active_adapters``)."""
         self._extra = [re.compile(p) for p in patterns]
-        self._check_extras()
+        check_extra(self._extra, self.base)
         self._sync(self.active_adapters)
 
     @contextmanager
@@ -250,8 +211,7 @@ class LoRABackbone(BaseModule):
             self._switch(saved)
 
     def deterministic_features(self):
-        """The base backbone's deterministic-feature context (e.g. ``SDBackbone``'s fixed
-        diffusion noise), or a no-op for backbones whose forward draws nothing random."""
+        """The base's deterministic-feature context (``SDBackbone``: fixed noise), or a no-op."""
         ctx = getattr(self.base, 'deterministic_features', None)
         return ctx() if ctx is not None else nullcontext()
 
@@ -264,51 +224,11 @@ class LoRABackbone(BaseModule):
                 if name in getattr(layer, 'lora_dropout', {}):
                     layer.lora_dropout[name].train(mode)
 
-    # ------------------------------------------------------------------ tensors
-    def adapter_state_dict(self, name: Optional[str] = None) -> Dict[str, torch.Tensor]:
-        """One adapter's tensors, keys without the adapter name (peft's, portable between
-        names); with ``name=None`` every adapter's tensors under their full ``base`` keys."""
-        if name is None:
-            return {k: v.detach().clone() for k, v in self.base.state_dict().items()
-                    if adapter_io.adapter_of_key(k) in self.peft_config}
-        self._check_names([name])
-        return {k: v.detach().clone()
-                for k, v in get_peft_model_state_dict(self.base, adapter_name=name).items()}
-
-    def load_adapter_state_dict(self, state_dict: Dict[str, torch.Tensor], name: str) -> None:
-        """Load tensors from ``adapter_state_dict(some_name)`` into adapter ``name``."""
-        adapter_io.check_adapter_state(self.adapter_state_dict(name), state_dict, name)
-        result = set_peft_model_state_dict(self.base, state_dict, adapter_name=name)
-        assert not result.unexpected_keys, result.unexpected_keys
-
-    def save_adapters(self, path_dir: str, names: Optional[Sequence[str]] = None) -> List[str]:
-        """Write adapters in peft's format (``adapter_io.save_adapters``); the weight files.
-        Base parameters trained through ``trainable_extra`` are not adapters, not written."""
-        return adapter_io.save_adapters(self, path_dir, names)
-
-    def load_adapters(self, path_dir: str, names: Optional[Sequence[str]] = None) -> None:
-        """Load the adapters of a folder (ours, peft's, the older layout), creating those the
-        model lacks; all or nothing (``adapter_io.load_adapters``)."""
-        adapter_io.load_adapters(self, path_dir, names)
-
     def merge_and_unload(self) -> nn.Module:
-        """A plain copy of the backbone with the active adapters merged into its weights
-        (peft's ``merge_and_unload`` on a copy: the wrapper itself is left untouched); its
-        state dict has the original backbone's keys."""
+        """A plain copy of the backbone (its original keys) with the active adapters merged
+        in: peft's ``merge_and_unload`` on a copy, the wrapper itself is left untouched."""
         plain = copy.deepcopy(self._tuner).merge_and_unload(adapter_names=self.active_adapters)
-        for p in plain.parameters():
-            p.requires_grad_(True)
-        return plain
-
-    # ------------------------------------------------------------------ checkpoints
-    def get_extra_state(self) -> torch.Tensor:
-        """The adapters' record (configs, active set, trainability), so that a checkpoint is
-        self-describing: adapters added at run time (the debLoRA hook) are re-created on load."""
-        return adapter_io.encode_record(self)
-
-    def set_extra_state(self, state: torch.Tensor) -> None:
-        """Runs before the ``base`` tensors load: create missing adapters, restore state."""
-        adapter_io.restore_record(self, state)
+        return plain.requires_grad_(True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # runs before the `base` children load (torch and mmengine hand them slices of
@@ -326,10 +246,4 @@ class LoRABackbone(BaseModule):
 
     def trainable_parameters(self) -> Dict[str, int]:
         """Trainable parameter counts: ``{'adapters': n, 'extra': m, 'total': n + m}``."""
-        counts = dict(adapters=0, extra=0)
-        for name, p in self.base.named_parameters():
-            if p.requires_grad:
-                adapter = adapter_io.adapter_of_key(name) in self.peft_config
-                counts['adapters' if adapter else 'extra'] += p.numel()
-        counts['total'] = counts['adapters'] + counts['extra']
-        return counts
+        return count_trainable(self.base, self.peft_config)

@@ -9,11 +9,19 @@ Design (online, per batch, from a feature bank), and why:
   pooled features the linear head classifies, so the synthetic points re-balance the
   classifier, not the representation.
 - A batch of 64 long-tailed crops rarely holds two samples of a tail class, so the
-  neighbours come from a per-class bank of the most recent training features
-  (``ClassFeatureBank``, 64 per class by default: after one epoch it holds every training
-  feature of each tail class). Synthetic features are made from bank features, which are
+  neighbours come from a per-class bank of recent training features (``ClassFeatureBank``,
+  64 per class by default). Synthetic features are made from bank features, which are
   detached: they train the head only; the real batch trains the LoRA adapters and the head
   exactly as in the LoRA row.
+- ``unique_samples``: with ``False`` (the default) the bank is a ring of the last 64
+  features of a class, which for a class of n_c < 64 crops holds about 64 / n_c views of
+  each crop from the last 64 / n_c epochs (6.4 for a 10-crop class), so a feature's
+  nearest "neighbours" are often other views of the same crop (measured on the bias
+  benchmark: about 40 %, 26-52 %, of the k = 5 neighbours for the classes of 10-19 crops)
+  and SMOTE degenerates toward duplicating with jitter. With ``True`` (the shipped row)
+  the bank keeps one entry per crop (its latest view, keyed by ``sample_idx``), so
+  neighbours are other crops, as SMOTE defines them, and no entry is more than an epoch
+  old (docs/classification.md, "SMOTE's instability").
 - How many: SMOTE to full balance (imbalanced-learn's default ``'auto'`` strategy: every
   class up to the largest class's count) means sum_c (n_max - n_c) synthetic samples for
   the N real ones. Per batch of B that is B * sum_c (n_max - n_c) / N in expectation
@@ -64,6 +72,15 @@ def smote_features(feats: Tensor, n: int, k: int = 5,
     return feats[i] + u * (feats[j] - feats[i]), i, j, u
 
 
+def sample_ids(data_samples: List[DataSample]) -> Tensor:
+    """The data set index of each sample (``sample_idx``, set by mmengine's datasets and
+    kept by ``PackInputs``)."""
+    if not all('sample_idx' in s for s in data_samples):
+        raise KeyError('unique_samples needs sample_idx in every data sample (mmengine '
+                       "datasets set it; keep it in PackInputs' meta_keys)")
+    return torch.tensor([int(s.sample_idx) for s in data_samples], dtype=torch.long)
+
+
 @MODELS.register_module()
 class SMOTEClsHead(LinearClsHead):
     """``LinearClsHead`` trained on real features plus SMOTE features of the minority classes.
@@ -74,11 +91,14 @@ class SMOTEClsHead(LinearClsHead):
         k_neighbors: SMOTE's k (5, as Chawla et al. and imbalanced-learn).
         bank_size: features kept per class.
         max_synthetic: cap on synthetic features per batch (``None``: no cap).
+        unique_samples: one bank entry per training sample (its latest feature), keyed
+            by the data samples' ``sample_idx`` (module docstring).
     """
 
     def __init__(self, num_classes: int, in_channels: int, class_counts: CountsArg = 'auto',
                  k_neighbors: int = 5, bank_size: int = 64,
-                 max_synthetic: Optional[int] = None, **kwargs) -> None:
+                 max_synthetic: Optional[int] = None, unique_samples: bool = False,
+                 **kwargs) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, **kwargs)
         if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, int) or \
                 k_neighbors < 1:
@@ -89,7 +109,8 @@ class SMOTEClsHead(LinearClsHead):
             raise ValueError(f'SMOTEClsHead.max_synthetic must be None or an integer >= 0, '
                              f'got {max_synthetic!r}')
         self.k_neighbors, self.max_synthetic = k_neighbors, max_synthetic
-        self.bank = ClassFeatureBank(num_classes, in_channels, bank_size)
+        self.bank = ClassFeatureBank(num_classes, in_channels, bank_size,
+                                     unique=unique_samples)
         self.class_counts: Optional[List[int]] = None
         counts = check_counts_arg(class_counts)
         if counts is not None:
@@ -132,7 +153,7 @@ class SMOTEClsHead(LinearClsHead):
     def loss(self, feats: Tuple[Tensor], data_samples: List[DataSample], **kwargs) -> dict:
         x = self.pre_logits(feats)
         target = torch.cat([s.gt_label for s in data_samples]).long().to(x.device)
-        self.bank.update(x, target)
+        self.bank.update(x, target, sample_ids(data_samples) if self.bank.unique else None)
         syn_x, syn_y = self.synthesize(self.synthetic_plan(x.shape[0]))
         scores = self.fc(torch.cat([x, syn_x.to(x)]))
         labels = torch.cat([target, syn_y.to(target)])
@@ -140,4 +161,5 @@ class SMOTEClsHead(LinearClsHead):
         return dict(loss=loss, num_synthetic=x.new_tensor(float(syn_y.numel())))
 
     def extra_repr(self) -> str:
-        return f'k_neighbors={self.k_neighbors}, max_synthetic={self.max_synthetic}'
+        return (f'k_neighbors={self.k_neighbors}, max_synthetic={self.max_synthetic}, '
+                f'unique_samples={self.bank.unique}')

@@ -99,3 +99,43 @@ def test_balanced_counts_add_nothing_and_auto_needs_the_hook():
     auto = SMOTEClsHead(num_classes=3, in_channels=4)
     with pytest.raises(RuntimeError, match='ClassStatsHook'):
         auto.loss((x, ), samples(labels))
+
+
+def test_unique_bank_keeps_one_latest_entry_per_sample():
+    """The default ring keeps repeated views of a small class's samples; ``unique`` keeps
+    each sample once, its latest view, and rings over distinct samples of a large class."""
+    ring, uniq = ClassFeatureBank(2, 1, size=4), ClassFeatureBank(2, 1, size=4, unique=True)
+    for epoch in range(3):  # class 0: samples 7 and 9, seen once per epoch
+        feats = torch.tensor([[10. * epoch + 7], [10. * epoch + 9]])
+        ring.update(feats, torch.tensor([0, 0]))
+        uniq.update(feats, torch.tensor([0, 0]), torch.tensor([7, 9]))
+    assert sorted(ring.class_features(0).flatten().tolist()) == [17., 19., 27., 29.]
+    assert sorted(uniq.class_features(0).flatten().tolist()) == [27., 29.]
+    assert sorted(uniq.ids[0, :2].tolist()) == [7, 9]
+    # a class with more distinct samples than slots: the oldest distinct sample goes
+    uniq.update(torch.arange(6.)[:, None], torch.ones(6).long(), torch.arange(100, 106))
+    assert sorted(uniq.ids[1].tolist()) == [102, 103, 104, 105]
+    uniq.update(torch.tensor([[50.]]), torch.tensor([1]), torch.tensor([104]))  # refresh
+    assert sorted(uniq.class_features(1).flatten().tolist()) == [2., 3., 5., 50.]
+    with pytest.raises(ValueError, match='sample index'):
+        uniq.update(torch.zeros(1, 1), torch.tensor([0]))
+
+
+def test_unique_samples_head_interpolates_between_distinct_samples():
+    torch.manual_seed(0)
+    h = MODELS.build(dict(type='SMOTEClsHead', num_classes=3, in_channels=4,
+                          class_counts=[40, 10, 3], k_neighbors=2, bank_size=8,
+                          unique_samples=True))
+    tail = torch.randn(3, 4)  # the 3 samples of class 2
+    for epoch in range(4):  # each seen again, a slightly other view
+        x = torch.cat([tail + 0.01 * epoch, torch.randn(2, 4)])
+        data = [DataSample(metainfo=dict(sample_idx=i)).set_gt_label(y)
+                for i, y in zip([20, 21, 22, 0, 1], [2, 2, 2, 0, 0])]
+        h.loss((x, ), data)
+    bank = h.bank.class_features(2)
+    assert bank.shape[0] == 3  # one entry per sample (a ring would hold 8 views)
+    assert torch.allclose(bank.sort(0).values, (tail + 0.03).sort(0).values)
+    _, i, j, _ = smote_features(bank, 100, k=2)
+    assert (i != j).all() and sorted(h.bank.ids[2, :3].tolist()) == [20, 21, 22]
+    with pytest.raises(KeyError, match='sample_idx'):
+        h.loss((x, ), samples([2, 2, 2, 0, 0]))
