@@ -151,20 +151,22 @@ def loss_scale(z: Tensor, z_hat: Tensor, labels: Tensor,
     return float((n / n.sum() * mean_gap).sum())
 
 
-def feature_loss(z: Tensor, targets: Tensor, calibrated: Tensor) -> Tensor:
-    """mean_{i cal} ||z_i - z_hat_i||^2 + mean_{i not cal} ||z_i - z_hat_i||^2.
+def feature_loss(z: Tensor, targets: Tensor, calibrated: Tensor,
+                 hold_weight: float = 1.0) -> Tensor:
+    """mean_{i cal} ||z_i - z_hat_i||^2 + w * mean_{i not cal} ||z_i - z_hat_i||^2.
 
     Two means, one over the batch's calibrated instances (pulled toward their calibrated
     targets) and one over the others (kept at their stage-1 features), so that the weight
     of the calibration term does not shrink with the tail's share of the batch and the
     weight of each uncalibrated instance does not grow with it. An empty part adds 0;
-    with no instance at all the result is 0 and still connected to ``z`` (DDP).
+    with no instance at all the result is 0 and still connected to ``z`` (DDP). ``w``
+    (``hold_weight``, default 1) weighs the second mean; 0 drops the hold (an ablation).
     """
     gap = ((z - targets) ** 2).sum(1)
     out = z.sum() * 0
-    for part in (calibrated, ~calibrated):
-        if part.any():
-            out = out + gap[part].mean()
+    for part, weight in ((calibrated, 1.0), (~calibrated, hold_weight)):
+        if part.any() and weight:
+            out = out + weight * gap[part].mean()
     return out
 
 

@@ -64,6 +64,7 @@ class Stage2Plan:
     stage1_adapters: Tuple[str, ...]
     augment_weight: float = 0.0  # 0: no calibrated copies (``feature_loss`` mode)
     augment_reduction: str = 'sample'  # see Stage2Settings
+    hold_weight: float = 1.0  # the held (uncalibrated) instances' mean; see Stage2Settings
 
     @classmethod
     def build(cls, state: DebiasState, stage2: Stage2Settings) -> 'Stage2Plan':
@@ -77,7 +78,8 @@ class Stage2Plan:
                    adapter=stage2.adapter_name if stage2.new_adapter else None,
                    stage1_adapters=tuple(stage2.stage1_adapters),
                    augment_weight=float(stage2.augment_weight) if stage2.augments else 0.0,
-                   augment_reduction=stage2.augment_reduction)
+                   augment_reduction=stage2.augment_reduction,
+                   hold_weight=float(stage2.hold_weight))
 
     def augment_scale(self, copies: int, batch: int) -> float:
         """What the copies' mean loss is multiplied by: ``copies / batch`` when each copy
@@ -104,8 +106,8 @@ class Stage2Plan:
 
     def feature_loss(self, z: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
         """lambda / s times the two-mean feature loss (``calibration.feature_loss``)."""
-        return self.feature_weight * feature_loss(z, targets,
-                                                  self.instance_calibrated(labels))
+        return self.feature_weight * feature_loss(
+            z, targets, self.instance_calibrated(labels), self.hold_weight)
 
     def calibrated_copies(self, x: Tensor, labels: Tensor) -> Tensor:
         """Calibrated copies of un-normalised features ``x`` [N, D] (the classifier's input,

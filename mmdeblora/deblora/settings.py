@@ -62,6 +62,10 @@ class Stage2Settings:
             the backbone's).
         stage1_adapters: the adapters that make the stage-1 model (frozen in stage 2).
         loss_weight: lambda of the feature loss.
+        hold_weight: the weight of the feature loss's second mean, the uncalibrated
+            instances held at their stage-1 features (1: the two means weigh alike). 0
+            drops the hold: an ablation that measures what holding the others costs the
+            calibrated instances' reach (docs/deblora.md), not a de-biasing setting.
         loss_normalize: divide the feature loss by the mean gap of a calibrated instance
             at the switch (``DebiasState.loss_scale``), so lambda means the same on any
             backbone and extraction cap.
@@ -76,6 +80,7 @@ class Stage2Settings:
     adapter_cfg: Dict[str, Any] = field(default_factory=dict)
     stage1_adapters: Tuple[str, ...] = ('default', )
     loss_weight: float = 0.05
+    hold_weight: float = 1.0
     loss_normalize: bool = True
     freeze_neck: bool = True
     freeze_backbone_extra: bool = True
@@ -113,6 +118,7 @@ class Stage2Settings:
             check_number(cfg['dropout'], f'{w}.adapter_cfg.dropout', 0, 0.999)
         self.adapter_cfg = cfg
         check_number(self.loss_weight, f'{w}.loss_weight', 0)
+        check_number(self.hold_weight, f'{w}.hold_weight', 0)
         for key in ('loss_normalize', 'freeze_neck', 'freeze_backbone_extra'):
             check_bool(getattr(self, key), f'{w}.{key}')
 

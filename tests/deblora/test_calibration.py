@@ -176,3 +176,36 @@ def test_feature_loss_is_two_means_so_the_tail_share_does_not_scale_it():
     assert float(feature_loss(z[2:], t[2:], cal[2:])) == pytest.approx(2.25)
     empty = feature_loss(z[:0], t[:0], cal[:0])
     assert float(empty) == 0 and empty.requires_grad
+
+
+def test_hold_weight_weighs_the_held_instances_and_zero_drops_them():
+    z = torch.zeros(4, 2, requires_grad=True)
+    t = torch.tensor([[1.0, 0], [0, 2.0], [3.0, 0], [0, 0]])
+    cal = torch.tensor([True, True, False, False])
+    # calibrated mean (1 + 4) / 2 plus w times the held mean (9 + 0) / 2
+    assert float(feature_loss(z, t, cal, hold_weight=0.5)) == pytest.approx(2.5 + 2.25)
+    loss = feature_loss(z, t, cal, hold_weight=0.0)
+    assert float(loss) == pytest.approx(2.5)
+    loss.backward()
+    assert z.grad[2:].abs().sum() == 0 and z.grad[:2].abs().sum() > 0
+    # only held instances and no hold: 0, still connected to z
+    only_held = feature_loss(z[2:], t[2:], cal[2:], hold_weight=0.0)
+    assert float(only_held) == 0 and only_held.requires_grad
+
+
+def test_hold_weight_reaches_the_plan_and_is_checked():
+    from mmdeblora.deblora import Stage2Settings
+    from mmdeblora.deblora.plan import Stage2Plan
+    with pytest.raises(ValueError, match='hold_weight'):
+        Stage2Settings(hold_weight=-1.0)
+    state = DebiasState(centers=torch.eye(2), counts=torch.ones(2, 2, dtype=torch.long),
+                        class_centers=torch.eye(2), alphas=torch.tensor([0.0, 0.5]),
+                        calibrated=torch.tensor([False, True]), class_names=['h', 't'])
+    plan = Stage2Plan.build(state, Stage2Settings(hold_weight=0.0, loss_normalize=False,
+                                                  loss_weight=1.0))
+    assert plan.hold_weight == 0.0
+    z = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # the held one is 2 away, ignored
+    assert float(plan.feature_loss(z, targets, labels)) == 0.0
+    assert float(plan.replace(hold_weight=1.0).feature_loss(z, targets, labels)) == 2.0

@@ -1,5 +1,6 @@
 """tools/analysis/classification_table.py: the statistics, the table, and the reduced
 table end to end (every row, 2 seeds), resumed."""
+import glob
 import importlib.util
 import json
 import math
@@ -60,6 +61,50 @@ ROWS = ['zero_shot', 'clora', 'clora_deblora', 'lora', 'lora_logit_adjust',
         'lora_logit_adjust_deblora', 'lora_deblora', 'lora_deblora_l0']
 
 
+# Seed 0 of the reduced table, recorded on this project's machine (2026-12-05, `python
+# tools/analysis/classification_table.py --reduced --rows lora lora_deblora --seeds 0`):
+# the data as drawn, the logged training losses (the first one is the forward pass of the
+# seeded initial weights on the first batch: data order, pipeline, init and head), the
+# de-biasing step's loss scale and first feature loss (features, K-means, centers,
+# calibration) and the reach and test scores at the end. A change of any of them fails
+# here; a deliberate one re-records with that command. Tolerances are far above the float
+# noise between CPUs and far below what a change of a step moves.
+RECORDED_SEED0 = dict(
+    data='83a47dc9cbaaf183',
+    lora_losses=[2.709135, 2.704222, 2.705207, 2.703015, 2.697259, 2.688617],
+    lora_accuracy=6.6667,
+    loss_scale=0.03059,
+    first_feature_loss=0.20725,
+    cal_gap=0.989893,
+    deblora_accuracy=11.1111)
+
+
+def logged(run_dir: str, key: str) -> list:
+    """Every logged value of ``key`` in a run's visualizer scalars, in step order."""
+    (path, ) = glob.glob(osp.join(run_dir, 'train', '*', 'vis_data', 'scalars.json'))
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [r[key] for r in rows if key in r]
+
+
+def check_recorded_seed0(wd: str) -> None:
+    rec = RECORDED_SEED0
+    lora, deb = (osp.join(wd, row, 'seed0') for row in ('lora', 'lora_deblora'))
+    res = {row: json.load(open(osp.join(d, 'result.json')))
+           for row, d in (('lora', lora), ('lora_deblora', deb))}
+    assert res['lora']['fingerprints']['data'] == rec['data']
+    assert logged(lora, 'loss') == pytest.approx(rec['lora_losses'], abs=2e-5)
+    assert res['lora']['metrics']['accuracy'] == pytest.approx(rec['lora_accuracy'], abs=5)
+    # the debLoRA run's stage 1 is the LoRA run's (same seed, same start)
+    assert logged(deb, 'loss')[:3] == pytest.approx(rec['lora_losses'][:3], abs=2e-5)
+    assert logged(deb, 'deblora/loss_scale') == pytest.approx([rec['loss_scale']], rel=1e-3)
+    assert logged(deb, 'loss_deblora_feat')[0] == pytest.approx(rec['first_feature_loss'],
+                                                                rel=1e-3)
+    assert res['lora_deblora']['reach']['cal_gap'] == pytest.approx(rec['cal_gap'], abs=0.01)
+    assert res['lora_deblora']['metrics']['accuracy'] == pytest.approx(
+        rec['deblora_accuracy'], abs=5)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_reduced_table_and_resume(tmp_path):
@@ -105,6 +150,7 @@ def test_reduced_table_and_resume(tmp_path):
     assert 'lora: seeds [1] to run' in again.stdout
     assert 'zero_shot: all 2 seeds done, skipped' in again.stdout
     assert osp.isfile(redo) and os.path.getmtime(keep) == mtime
+    check_recorded_seed0(wd)
 
 
 def test_refuses_a_run_dir_it_did_not_make(tmp_path):

@@ -80,3 +80,15 @@ def test_table_args_reach_the_table(tmp_path):
     (call, ) = table_calls(r.stdout)
     assert call[call.index('--data-root') + 1] == 'data/x/target/'
     assert call.index('--data-root') < call.index('--cfg-options')
+
+
+def test_hold_suffix_adds_the_hold_weight(tmp_path):
+    r = sweep(tmp_path, 'sgd_l0.2_h0', 'adamw1e-3_l0.2_h0.5', 'sgd_l0.2')
+    assert r.returncode == 0, r.stderr
+    calls = table_calls(r.stdout)
+    opts = [c[c.index('--cfg-options') + 1:] for c in calls]
+    assert opts[0] == ['DebLoRAHook.loss_weight=0.2', 'DebLoRAHook.hold_weight=0']
+    assert 'DebLoRAHook.loss_weight=0.2' in opts[1]
+    assert opts[1][-1] == 'DebLoRAHook.hold_weight=0.5'
+    assert opts[2] == ['DebLoRAHook.loss_weight=0.2']  # no suffix, no hold option
+    assert calls[0][calls[0].index('--work-dir') + 1] == str(tmp_path / 'out' / 'sgd_l0.2_h0')

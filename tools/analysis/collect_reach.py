@@ -1,12 +1,13 @@
-"""Table of stage-2 sweep settings: target reach and test macro-F1, mean +- sd over seeds.
+"""Table of stage-2 sweep settings: target reach and test scores, mean +- sd over seeds.
 
     python tools/analysis/collect_reach.py DIR [DIR ...] [--row lora_deblora] [--out F.md]
 
-Each DIR is a ``classification_table.py`` work dir (one per setting, as
-``tools/analysis/stage2_sweep.sh`` makes them); the setting's name is the folder's name. Per
-setting: the seeds found, the calibrated gap at the end of stage 2 relative to the switch
-(``cal_gap``, goal <= 0.5), the others' drift in units of s, and head / tail / all
-macro-F1 (%), with every seed's value listed so the table can be checked run by run.
+Each DIR is a ``classification_table.py`` or ``detection_table.py`` work dir (one per
+setting, as ``tools/analysis/stage2_sweep.sh`` makes them); the setting's name is the
+folder's name. Per setting: the seeds found, the calibrated gap at the end of stage 2
+relative to the switch (``cal_gap``, goal <= 0.5), the others' drift in units of s, and
+head / tail / all macro-F1 (%) (detection: head / middle / tail / all mAP), with every
+seed's value listed so the table can be checked run by run.
 """
 import argparse
 import glob
@@ -19,12 +20,16 @@ COLUMNS = (('reach', 'cal_gap', 'calibrated gap (rel.)', '{:.3f}'),
            ('metrics', 'head_f1', 'head F1', '{:.1f}'),
            ('metrics', 'tail_f1', 'tail F1', '{:.1f}'),
            ('metrics', 'macro_f1', 'all F1', '{:.1f}'))
+DETECTION_COLUMNS = COLUMNS[:2] + tuple(
+    ('metrics', f'dota/{k}', name, '{:.1f}', 100.0)  # DOTAMetric's mAP is a fraction
+    for k, name in (('head_mAP', 'head mAP'), ('middle_mAP', 'middle mAP'),
+                    ('tail_mAP', 'tail mAP'), ('mAP', 'all mAP')))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('dirs', nargs='+', help='one classification_table.py work dir a setting')
+    p.add_argument('dirs', nargs='+', help='one table work dir a setting')
     p.add_argument('--row', default='lora_deblora', help='the row to read in each dir')
     p.add_argument('--out', help='also write the table to this markdown file (new file)')
     return p.parse_args(argv)
@@ -38,9 +43,9 @@ def load(dir_: str, row: str) -> List[dict]:
     return sorted(runs, key=lambda r: r['seed'])
 
 
-def cell(runs: List[dict], part: str, key: str, fmt: str) -> str:
+def cell(runs: List[dict], part: str, key: str, fmt: str, scale: float = 1.0) -> str:
     from mmdeblora.utils.summary import mean_sd
-    vals = [r[part][key] for r in runs if r.get(part) and key in r[part]]
+    vals = [r[part][key] * scale for r in runs if r.get(part) and key in r[part]]
     if not vals:
         return 'n/a'
     mean, sd = mean_sd(vals)
@@ -50,14 +55,18 @@ def cell(runs: List[dict], part: str, key: str, fmt: str) -> str:
 
 
 def table(dirs: Sequence[str], row: str) -> str:
-    head = ['setting', 'seeds'] + [c[2] for c in COLUMNS]
+    found = {d: load(d, row) for d in dirs}
+    detection = any('dota/mAP' in (r.get('metrics') or {}) for runs in found.values()
+                    for r in runs)
+    columns = DETECTION_COLUMNS if detection else COLUMNS
+    head = ['setting', 'seeds'] + [c[2] for c in columns]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
     for d in dirs:
-        runs = load(d, row)
+        runs = found[d]
         if not runs:
             continue
         seeds = ' '.join(str(r['seed']) for r in runs)
-        cells = [cell(runs, *c[:2], c[3]) for c in COLUMNS]
+        cells = [cell(runs, *c[:2], *c[3:]) for c in columns]
         lines.append('| ' + ' | '.join([osp.basename(osp.normpath(d)), seeds] + cells) + ' |')
     if len(lines) == 2:
         raise SystemExit(f'no {row}/seed*/result.json under {list(dirs)}')

@@ -42,18 +42,24 @@ SETTINGS=("$@")
 [ ${#SETTINGS[@]} -gt 0 ] || SETTINGS=(sgd_l0.05 sgd_l0 adamw1e-4_l0.05 adamw1e-4_l0.2 \
   adamw1e-3_l0.05 adamw1e-3_l0.2 adamw1e-3_l1 adamw1e-3_l0 augment augment_a0)
 for s in "${SETTINGS[@]}"; do
-  case "$s" in
-    sgd_l*)          opts=("$H.loss_weight=${s#sgd_l}") ;;
-    adamw*_l*)       lr="${s#adamw}"; lr="${lr%%_l*}"
-                     read -r -a opts <<< "$(adamw "$lr") $H.loss_weight=${s##*_l}" ;;
+  base="$s"; hold=()
+  if [[ "$s" =~ ^(.+)_h([0-9.]+)$ ]]; then
+    base="${BASH_REMATCH[1]}"; hold=("$H.hold_weight=${BASH_REMATCH[2]}")
+  fi
+  case "$base" in
+    sgd_l*)          opts=("$H.loss_weight=${base#sgd_l}") ;;
+    adamw*_l*)       lr="${base#adamw}"; lr="${lr%%_l*}"
+                     read -r -a opts <<< "$(adamw "$lr") $H.loss_weight=${base##*_l}" ;;
     augment)         opts=("$H.mode=augment") ;;
     augment_a0)      opts=("$H.mode=augment" "$H.alpha_max=0.0") ;;
     augment_mean)    opts=("$H.mode=augment" "$H.augment_reduction=mean") ;;
     augment_a0_mean) opts=("$H.mode=augment" "$H.alpha_max=0.0" "$H.augment_reduction=mean") ;;
-    both_l*)         opts=("$H.mode=both" "$H.loss_weight=${s#both_l}") ;;
+    both_l*)         opts=("$H.mode=both" "$H.loss_weight=${base#both_l}") ;;
     *) echo "unknown setting $s (sgd_l<lambda>, adamw<lr>_l<lambda>, augment, augment_a0," \
-            "augment_mean, augment_a0_mean, both_l<lambda>)" >&2; exit 1 ;;
+            "augment_mean, augment_a0_mean, both_l<lambda>, each with an optional" \
+            "_h<hold_weight>)" >&2; exit 1 ;;
   esac
+  opts+=(${hold[@]+"${hold[@]}"})
   echo "[stage2_sweep] $s: ${opts[*]}"
   mkdir -p "$OUT/$s"
   if [ -n "${LORA_FROM:-}" ]; then

@@ -102,8 +102,9 @@ class DebLoRAHook(Hook):
             ``kmeans``, ``weighting``, ``alpha_mode``, ``alpha``, ``alpha_max``,
             ``groups``, ``calibrate_groups``, ``pool``, ``normalize``, ``renormalize``,
             ``max_per_class``, ...) and the model's stage 2 (``Stage2Settings``:
-            ``adapter_name``, ``adapter_cfg``, ``stage1_adapters``, ``loss_weight``,
-            ``loss_normalize``, ``freeze_neck``, ``freeze_backbone_extra``).
+            ``mode``, ``adapter_name``, ``adapter_cfg``, ``stage1_adapters``,
+            ``loss_weight``, ``hold_weight``, ``loss_normalize``, ``freeze_neck``,
+            ``freeze_backbone_extra``, ...).
     """
 
     priority = 'NORMAL'
