@@ -3,6 +3,7 @@ batch; prints the ratios from one run.
 
     python benchmarks/bench_stage2.py [--models toy,sd,lora,clora] [--steps 10]
         [--warmup 2] [--threads 1] [--size 256] [--det-batch 2] [--cls-batch 64]
+        [--replay 0]
 
 Models: ``toy`` = configs/deblora/oriented_rcnn_r18_deblora_toy.py (Oriented R-CNN, LoRA
 ResNet-18), ``sd`` = configs/deblora/oriented_rcnn_sd_tiny_deblora_toy.py (the tiny
@@ -27,6 +28,10 @@ adapters only, no grad, the backbone and neck in eval mode as in stage 2; the mo
 are not timed). b / a is the cost the goal allows (the target pass), c / b everything else
 stage 2 adds (the second adapter in the main pass, the targets and the feature loss, the
 switches). In ``augment`` mode there is no target pass and (b) is a plain stage-1 step.
+
+With ``--replay R`` a fourth step, (d), is stage 2 with R tail-replay images appended to the
+batch (``DebLoRAHook.replay``: their target pass and their pass through the stage-2 model,
+for the feature loss only); d / c is what the replay costs.
 
 Goals (issue 19): stage 2 / stage 1 at most 1.3x (the target adds one no-grad backbone +
 neck pass), read as "nothing but the target pass costs": stage 2 / (stage 1 + target pass)
@@ -163,6 +168,14 @@ def prepare(key: str, args: argparse.Namespace) -> dict:
                             momentum=0.9, weight_decay=1e-4) for m in models]
     steps = [(m, o, inputs, samples) for m, o in zip(models, opts)]
     steps.insert(1, steps[0] + (stage2_model.debias_plan, ))
+    if args.replay:  # (d): the same stage-2 step with R marked tail-replay images appended
+        from mmdeblora.engine.replay import REPLAY_KEY
+        r_inputs, r_samples = (detector_batch(args.replay, args.size, num)
+                               if key in DETECTORS else classifier_batch(args.replay, num))
+        for sample in r_samples:
+            sample.set_metainfo({REPLAY_KEY: True})
+        steps.append((stage2_model, opts[1], torch.cat([inputs, r_inputs]),
+                      list(samples) + r_samples))
     return dict(steps=steps,
                 routes=len(getattr(model.backbone, 'routes', [None])),
                 batch=tuple(inputs.shape))
@@ -172,7 +185,7 @@ def measure(keys: Sequence[str], args: argparse.Namespace) -> Dict[str, dict]:
     """Median step times (s) of every model: stage 1, stage 1 + target pass, stage 2; one
     step of each per round, so that the machine's load changes hit every ratio alike."""
     runs = {key: prepare(key, args) for key in keys}
-    times = {key: ([], [], []) for key in keys}
+    times = {key: tuple([] for _ in run['steps']) for key, run in runs.items()}
     for i in range(args.warmup + args.steps):
         for key, run in runs.items():
             for stage, step in enumerate(run['steps']):
@@ -182,6 +195,7 @@ def measure(keys: Sequence[str], args: argparse.Namespace) -> Dict[str, dict]:
     return {key: dict(stage1=statistics.median(times[key][0]),
                       stage1_target=statistics.median(times[key][1]),
                       stage2=statistics.median(times[key][2]),
+                      replay=statistics.median(times[key][3]) if args.replay else None,
                       routes=run['routes'], batch=run['batch'])
             for key, run in runs.items()}
 
@@ -196,13 +210,15 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=256, help='detector image size')
     parser.add_argument('--det-batch', type=int, default=2)
     parser.add_argument('--cls-batch', type=int, default=64)
+    parser.add_argument('--replay', type=int, default=0,
+                        help='also time stage 2 with this many tail-replay images (d)')
     args = parser.parse_args()
     keys = [k for k in args.models.split(',') if k]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown or not keys:
         sys.exit(f'--models {args.models!r}: unknown {unknown}; choose from {list(CONFIGS)}')
-    if args.steps < 1 or args.warmup < 0:
-        sys.exit('--steps must be >= 1 and --warmup >= 0')
+    if args.steps < 1 or args.warmup < 0 or args.replay < 0:
+        sys.exit('--steps must be >= 1, --warmup and --replay >= 0')
     torch.set_num_threads(args.threads)
 
     from mmengine.logging import MMLogger
@@ -225,6 +241,11 @@ def main() -> None:
               f'(c) stage 2 {c:.4f} s: b/a {b / a:.3f}x (allowed), c/b {c / b:.3f}x '
               f'(the rest, goal <= {REST_GOAL}x) {"ok" if c / b <= REST_GOAL else "OVER"}',
               flush=True)
+    for key, r in results.items():
+        if r['replay'] is not None:
+            print(f'{key:<6} (d) stage 2 + {args.replay} replay images {r["replay"]:.4f} s: '
+                  f'd/c {r["replay"] / r["stage2"]:.3f}x, d/a {r["replay"] / r["stage1"]:.3f}x',
+                  flush=True)
     if 'lora' in results and 'clora' in results:
         lora, clora = results['lora'], results['clora']
         goal = clora['routes'] + ROUTES_EXTRA

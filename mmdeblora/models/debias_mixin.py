@@ -226,6 +226,9 @@ class DebiasMixin:
         if plan is None:
             raise RuntimeError(f'{type(self).__name__} is not in the de-biasing stage: '
                                'call enter_debias_stage first')
+        n = self._replay_split(data_samples)
+        inputs, replay_inputs = inputs[:n], inputs[n:]
+        data_samples, replay_samples = list(data_samples[:n]), list(data_samples[n:])
         if plan.adapter is not None:  # augment alone: z_1 = z, no second pass
             _, targets = self.debias_targets(inputs, data_samples)
         with self._captured_features() as seen, self.backbone.deterministic_features():
@@ -238,12 +241,37 @@ class DebiasMixin:
         feature = augment = None
         if plan.adapter is None:  # no new adapter: nothing to pull, z is z_1
             targets = plan.targets(z.detach(), labels)
+        elif replay_samples and plan.feature_weight > 0:
+            zr, tr, lr = self._replay_features(replay_inputs, replay_samples)
+            feature = plan.feature_loss(torch.cat([z, zr]), torch.cat([targets, tr]),
+                                        torch.cat([labels, lr]))
         else:
             feature = plan.feature_loss(z, targets, labels)
         if plan.augment_weight > 0:
             augment = plan.augment_weight * self.debias_augment_loss(seen[0], data_samples)
         return Stage2LossParts(task=task, feature=feature, augment=augment,
                                gaps=plan.gaps(z, targets, labels))
+
+    @staticmethod
+    def _replay_split(data_samples: Sequence) -> int:
+        """How many leading samples are the batch's own; the rest are tail-replay images
+        (``mmdeblora.engine.replay``), which must come last."""
+        from mmdeblora.engine.replay import is_replay
+        marks = [is_replay(s) for s in data_samples]
+        n = marks.index(True) if any(marks) else len(marks)
+        if not all(marks[n:]):
+            raise ValueError('tail-replay samples must follow the batch\'s own samples')
+        return n
+
+    def _replay_features(self, inputs: Tensor, data_samples: Sequence
+                         ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The calibrated instances of tail-replay images: features (with gradient),
+        targets, labels; for the feature loss's calibrated mean only."""
+        plan = self.debias_plan
+        _, targets = self.debias_targets(inputs, data_samples)
+        z, labels = self.instance_features(inputs, data_samples)
+        keep = plan.instance_calibrated(labels)
+        return z[keep], targets[keep], labels[keep]
 
     def loss(self, inputs: Tensor, data_samples: Sequence) -> Dict[str, Tensor]:
         if self.debias_plan is None:

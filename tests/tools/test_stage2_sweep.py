@@ -92,3 +92,13 @@ def test_hold_suffix_adds_the_hold_weight(tmp_path):
     assert opts[1][-1] == 'DebLoRAHook.hold_weight=0.5'
     assert opts[2] == ['DebLoRAHook.loss_weight=0.2']  # no suffix, no hold option
     assert calls[0][calls[0].index('--work-dir') + 1] == str(tmp_path / 'out' / 'sgd_l0.2_h0')
+
+
+def test_replay_suffix_adds_the_replay_option_with_or_without_a_hold(tmp_path):
+    r = sweep(tmp_path, 'sgd_l0.05_r4', 'adamw1e-3_l0.2_h0_r2', 'sgd_l0_r4')
+    assert r.returncode == 0, r.stderr
+    opts = [c[c.index('--cfg-options') + 1:] for c in table_calls(r.stdout)]
+    assert opts[0] == ['DebLoRAHook.loss_weight=0.05', 'DebLoRAHook.replay=4']
+    assert opts[1][-3:] == ['DebLoRAHook.loss_weight=0.2', 'DebLoRAHook.replay=2',
+                            'DebLoRAHook.hold_weight=0']
+    assert opts[2] == ['DebLoRAHook.loss_weight=0', 'DebLoRAHook.replay=4']

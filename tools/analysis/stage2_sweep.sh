@@ -43,9 +43,13 @@ SETTINGS=("$@")
   adamw1e-3_l0.05 adamw1e-3_l0.2 adamw1e-3_l1 adamw1e-3_l0 augment augment_a0)
 for s in "${SETTINGS[@]}"; do
   base="$s"; hold=()
-  if [[ "$s" =~ ^(.+)_h([0-9.]+)$ ]]; then
-    base="${BASH_REMATCH[1]}"; hold=("$H.hold_weight=${BASH_REMATCH[2]}")
-  fi
+  while [[ "$base" =~ ^(.+)_([hr])([0-9.]+)$ ]]; do  # suffixes: _h<hold_weight>, _r<replay>
+    base="${BASH_REMATCH[1]}"
+    case "${BASH_REMATCH[2]}" in
+      h) hold+=("$H.hold_weight=${BASH_REMATCH[3]}") ;;
+      r) hold+=("$H.replay=${BASH_REMATCH[3]}") ;;
+    esac
+  done
   case "$base" in
     sgd_l*)          opts=("$H.loss_weight=${base#sgd_l}") ;;
     adamw*_l*)       lr="${base#adamw}"; lr="${lr%%_l*}"
@@ -56,8 +60,8 @@ for s in "${SETTINGS[@]}"; do
     augment_a0_mean) opts=("$H.mode=augment" "$H.alpha_max=0.0" "$H.augment_reduction=mean") ;;
     both_l*)         opts=("$H.mode=both" "$H.loss_weight=${base#both_l}") ;;
     *) echo "unknown setting $s (sgd_l<lambda>, adamw<lr>_l<lambda>, augment, augment_a0," \
-            "augment_mean, augment_a0_mean, both_l<lambda>, each with an optional" \
-            "_h<hold_weight>)" >&2; exit 1 ;;
+            "augment_mean, augment_a0_mean, both_l<lambda>, each with optional" \
+            "_h<hold_weight> and _r<replay images>)" >&2; exit 1 ;;
   esac
   opts+=(${hold[@]+"${hold[@]}"})
   echo "[stage2_sweep] $s: ${opts[*]}"

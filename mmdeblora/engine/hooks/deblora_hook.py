@@ -16,6 +16,8 @@ stage-2 epoch it reports the target reach: the mean gaps of the epoch's training
 (``mmdeblora.engine.stage2.measure_reach``: the calibrated instances' gap to their targets
 relative to the switch, the others' drift); to the log, the visualizer scalars and
 ``work_dir/deblora/reach.csv``, with a warning at the end when the gap has not shrunk.
+With ``replay``, it appends tail-replay images (``mmdeblora.engine.replay``) to every
+stage-2 batch before the step.
 
 Checkpoints carry ``checkpoint['deblora']``. mmengine calls ``after_load_checkpoint``
 before it loads the model's state dict and ``Runner.resume`` loads the optimizer after
@@ -94,6 +96,11 @@ class DebLoRAHook(Hook):
         stage2_param_scheduler: stage 2's schedulers (a dict or a list), counting epochs
             and iterations from the switch. ``None``: the run's schedulers go on, or a
             constant lr with ``stage2_optim_wrapper``.
+        replay: tail replay (``mmdeblora.engine.replay``): this many training images that
+            hold a calibrated instance are appended to every stage-2 batch, for the feature
+            loss's calibrated mean only (no task loss on them, nothing held). 0 (default):
+            off. Needs a new adapter (``mode`` ``feature_loss`` or ``both``) and a model
+            data preprocessor without batch augments.
         reach_interval: measure the target reach over the training set (eval mode, two
             passes: about the cost of an epoch) every this many stage-2 epochs and at the
             last one; ``None`` (default): at the last one only; 0: never. The training
@@ -113,7 +120,8 @@ class DebLoRAHook(Hook):
                  plot_max_points: int = 3000, save_switch_checkpoint: bool = True,
                  stage2_optim_wrapper: Optional[dict] = None,
                  stage2_param_scheduler: Union[None, dict, Sequence[dict]] = None,
-                 reach_interval: Optional[int] = None, **options) -> None:
+                 reach_interval: Optional[int] = None, replay: int = 0,
+                 **options) -> None:
         check_number(switch_epoch, 'DebLoRAHook.switch_epoch', 0, integer=True)
         if plot is not None and plot not in METHODS:
             raise ValueError(f'DebLoRAHook.plot must be one of {METHODS} or None, got {plot!r}')
@@ -129,6 +137,11 @@ class DebLoRAHook(Hook):
         self._batch_gaps: Dict[str, List[float]] = {}
         check_keys(options, DebiasSettings.keys() + Stage2Settings.keys(), 'DebLoRAHook')
         self.settings, self.stage2 = split_options(options)
+        check_number(replay, 'DebLoRAHook.replay', 0, integer=True)
+        if replay and not self.stage2.new_adapter:
+            raise ValueError(f'DebLoRAHook.replay={replay} feeds the feature loss, which '
+                             f"mode={self.stage2.mode!r} does not have")
+        self.replay, self._replay = replay, None
         self.switch_epoch, self.plot = switch_epoch, plot
         self.plot_max_points = plot_max_points
         self.save_switch_checkpoint = save_switch_checkpoint
@@ -147,6 +160,10 @@ class DebLoRAHook(Hook):
                             f'{type(model).__name__}: it supports {SUPPORTED}. For '
                             "Oriented R-CNN set model.type='DebLoRAFasterRCNN'")
         model.debias_check(self.stage2, self.settings.pool)
+        if self.replay and getattr(model.data_preprocessor, 'batch_augments', None):
+            raise ValueError('DebLoRAHook.replay appends images to the training batch, so '
+                             'model.data_preprocessor.batch_augments would mix them with '
+                             'the batch\'s own: remove one of the two')
         if isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # training only
             # the checks draw random numbers (the loader's base seed) before mmengine
             # initialises the weights: restored, so that a debLoRA run starts from the
@@ -226,10 +243,24 @@ class DebLoRAHook(Hook):
         model.enter_debias_stage(state, self.stage2)
         follow_trainable_set(runner, self.stage2_optim_wrapper, self.stage2_param_scheduler)
         self.stage, self.state = 2, state
+        if self.replay and self._replay is None and \
+                isinstance(getattr(runner, '_train_loop', None), BaseLoop):
+            from ..replay import TailReplay
+            loader = runner.train_dataloader
+            self._replay = TailReplay(loader.dataset, state.calibrated.tolist(),
+                                      self.replay, loader.collate_fn,
+                                      seed=(runner.seed or 0) + dist.get_rank())
+            runner.logger.info(f'DebLoRAHook: tail replay, {self.replay} of '
+                               f'{len(self._replay.indices)} training images with a '
+                               'calibrated instance added to every stage-2 batch')
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         runner.logger.info(f'DebLoRAHook: stage 2, adapters '
                            f'{model.backbone.active_adapters} active, {n} trainable '
                            'parameters')
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.stage == 2 and self._replay is not None:
+            self._replay.extend(data_batch)
 
     # ------------------------------------------------------------------ target reach
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,

@@ -425,6 +425,9 @@ CASES = [
     ('augment with max pooling', _hook(mode='augment', pool='max'), ValueError,
      "pool='avg'"),
     ('extraction without GT', _no_annotations, RuntimeError, 'dry run of the feature'),
+    ('replay without a feature loss', _hook(mode='augment', replay=2), ValueError,
+     'DebLoRAHook.replay=2 feeds the feature loss'),
+    ('replay count', _hook(replay=1.5), TypeError, 'DebLoRAHook.replay must be an integer'),
 ]
 
 
@@ -466,3 +469,48 @@ def test_checks_before_the_run_leave_the_random_state_as_they_found_it(toy_root,
     assert torch.equal(before['numpy']['keys'], after['numpy']['keys'])
     assert before['numpy']['pos'] == after['numpy']['pos']
     assert torch.equal(before['python']['state'], after['python']['state'])
+
+
+def _final_weights(runner):
+    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+
+def test_tail_replay_adds_calibrated_images_and_leaves_the_control_alone(toy_root, tmp_path):
+    """replay=2: every stage-2 batch gets 2 more training images with a calibrated instance
+    (and stage 1 none); lambda 0 with replay ends bit-identical to lambda 0 without (the
+    replay draws with its own random state; the model skips it), lambda > 0 does not."""
+    class Sizes(Hook):
+        priority = 'LOWEST'
+
+        def __init__(self):
+            self.sizes = []
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.sizes.append((runner.epoch, len(data_batch['data_samples']), [
+                bool(s.metainfo.get('deblora_replay')) for s in data_batch['data_samples']]))
+
+    runs = {}
+    for name, kw in (('l0', dict(loss_weight=0.0)), ('l0_r2', dict(loss_weight=0.0, replay=2)),
+                     ('r2', dict(replay=2))):
+        cfg = make_cfg(toy_root, tmp_path / name, name, 2)
+        cfg.custom_hooks[0].update(kw)
+        runner, _ = make_runner(cfg)
+        sizes = Sizes()
+        runner.register_hook(sizes)
+        runner.train()
+        runs[name] = (runner, sizes.sizes)
+    hook = hook_of(runs['r2'][0])
+    cal = hook.state.calibrated.tolist()
+    ds = runs['r2'][0].train_dataloader.dataset
+    assert hook._replay.indices == [i for i in range(len(ds))
+                                    if any(cal[c] for c in ds.get_cat_ids(i))]
+    assert 0 < len(hook._replay.indices) < len(ds)
+    for epoch, n, marks in runs['r2'][1]:
+        own = n - sum(marks)
+        assert sum(marks) == (2 if epoch == 1 else 0) and not any(marks[:own])
+    assert all(not any(m) for _, _, m in runs['l0'][1])
+    a, b, c = (_final_weights(runs[k][0]) for k in ('l0', 'l0_r2', 'r2'))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if 'lora_B.deblora' in k)
+    log = open(glob.glob(osp.join(str(tmp_path / 'r2'), '*', '*.log'))[0]).read()
+    assert 'tail replay, 2 of' in log

@@ -331,3 +331,55 @@ def test_augment_mode_trains_the_box_head_on_shifted_roi_features(reduction):
     losses['loss_deblora_aug'].backward()
     assert m.roi_head.bbox_head.fc_cls.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in m.backbone.parameters())
+
+
+def test_tail_replay_feeds_the_calibrated_mean_only():
+    """Images marked as tail replay (appended after the batch's own) add their calibrated
+    instances to the feature loss's calibrated mean, and nothing else: the task loss and
+    the logged gaps are the batch's own; with lambda 0 they are skipped."""
+    from mmdeblora.engine.replay import REPLAY_KEY
+    m = build()
+    alphas = torch.zeros(NUM_CLASSES)
+    alphas[13:] = 0.5
+    m.enter_debias_stage(state_for(m, alphas), Stage2Settings(loss_weight=1.0))
+    with torch.no_grad():
+        for n, p in m.backbone.named_parameters():
+            if 'lora_B.deblora' in n:
+                p.normal_(0, 0.05)
+    inputs, samples = batch()
+    r_inputs, r_samples = batch(seed=5)
+    for s in r_samples:
+        s.set_metainfo({REPLAY_KEY: True})
+    both_inputs = torch.cat([inputs, r_inputs])
+    torch.manual_seed(1)
+    own = m.debias_loss_parts(inputs, copy.deepcopy(samples))
+    torch.manual_seed(1)
+    mixed = m.debias_loss_parts(both_inputs, copy.deepcopy(samples + r_samples))
+    _same_losses(own.task, mixed.task)
+    assert own.gaps == mixed.gaps
+    with torch.no_grad():
+        z, y = m.instance_features(both_inputs, samples + r_samples)
+        _, t = m.debias_targets(both_inputs, samples + r_samples)
+        gap = ((z - t) ** 2).sum(1)
+        cal = alphas[y] > 0
+        held = ~cal
+        held[6:] = False  # the replay images' uncalibrated instances are not held
+        assert cal[6:].any() and (~cal[6:]).any()
+        want = gap[cal].mean() + gap[held].mean()
+        wrong = [float(gap[cal].mean() + gap[~cal].mean()),  # replay's others held too
+                 float(gap[cal[:6].nonzero()].mean() + gap[held].mean())]  # no replay
+    got = float(mixed.feature.detach())
+    assert got == pytest.approx(float(want), rel=1e-6)
+    assert all(abs(got - w) > 1e-5 * got for w in wrong), (got, wrong)
+    # lambda 0: the replay images are dropped, the parts equal the batch's own
+    m.debias_plan = m.debias_plan.replace(loss_weight=0.0)
+    torch.manual_seed(1)
+    a = m.debias_loss_parts(inputs, copy.deepcopy(samples))
+    torch.manual_seed(1)
+    b = m.debias_loss_parts(both_inputs, copy.deepcopy(samples + r_samples))
+    _same_losses(a.task, b.task)
+    assert float(a.feature.detach()) == float(b.feature.detach()) == 0
+    # replay images must come last
+    with pytest.raises(ValueError, match='must follow'):
+        m.debias_loss_parts(torch.cat([r_inputs, inputs]),
+                            copy.deepcopy(r_samples + samples))
