@@ -168,3 +168,34 @@ def test_augment_mode_refuses_clora_heads():
         Stage2Settings(mode='augmented')
     with pytest.raises(ValueError, match="augment_reduction must be one of"):
         Stage2Settings(mode='augment', augment_reduction='sum')
+
+
+def test_tail_replay_images_join_the_calibrated_mean_only():
+    """Replay images (marked, after the batch's own) leave the head's loss alone and add
+    their calibrated images to the feature loss's calibrated mean."""
+    from mmdeblora.engine.replay import REPLAY_KEY
+    m = build()
+    alphas = torch.tensor([0, 0, 0, 0.5, 0.5])
+    m.enter_debias_stage(state(alphas), Stage2Settings(loss_weight=1.0, loss_normalize=False))
+    with torch.no_grad():
+        for n, p in m.backbone.named_parameters():
+            if 'lora_B.deblora' in n:
+                p.normal_(0, 0.05)
+    x, samples = batch()
+    rx = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    replay = [DataSample().set_gt_label(c) for c in (4, 3, 0)]
+    for sample in replay:
+        sample.set_metainfo({REPLAY_KEY: True})
+    own = m.debias_loss_parts(x, copy.deepcopy(samples))
+    mixed = m.debias_loss_parts(torch.cat([x, rx]), copy.deepcopy(samples) + replay)
+    assert torch.equal(own.task['loss'], mixed.task['loss']) and own.gaps == mixed.gaps
+    with torch.no_grad():
+        z, y = m.instance_features(torch.cat([x, rx]), samples + replay)
+        _, t = m.debias_targets(torch.cat([x, rx]), samples + replay)
+        gap = ((z - t) ** 2).sum(1)
+    cal = torch.tensor([False, False, False, True, True, True, False])  # replay class 0: out
+    held = torch.tensor([True, True, True, False, False, False, False])
+    assert float(mixed.feature.detach()) == pytest.approx(
+        float(gap[cal].mean() + gap[held].mean()), rel=1e-6)
+    assert float(own.feature.detach()) == pytest.approx(
+        float(gap[:4][cal[:4]].mean() + gap[held].mean()), rel=1e-6)
