@@ -8,6 +8,10 @@ folder's name. Per setting: the seeds found, the calibrated gap at the end of st
 relative to the switch (``cal_gap``, goal <= 0.5), the others' drift in units of s, and
 head / tail / all macro-F1 (%) (detection: head / middle / tail / all mAP), with every
 seed's value listed so the table can be checked run by run.
+
+``--pair A B`` (repeatable) adds paired differences A − B of the scores over the seeds both
+have, mean [95 % t interval]; A and B name settings (the folders' names), ``A:ROW`` another
+row of that folder (``augment:lora``: the LoRA row linked into it by ``LORA_FROM``).
 """
 import argparse
 import glob
@@ -32,6 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('dirs', nargs='+', help='one table work dir a setting')
     p.add_argument('--row', default='lora_deblora', help='the row to read in each dir')
     p.add_argument('--out', help='also write the table to this markdown file (new file)')
+    p.add_argument('--pair', nargs=2, action='append', default=[], metavar=('A', 'B'),
+                   help='paired differences A - B (settings, or SETTING:ROW)')
     return p.parse_args(argv)
 
 
@@ -73,9 +79,48 @@ def table(dirs: Sequence[str], row: str) -> str:
     return '\n'.join(lines)
 
 
+def _runs_of(spec: str, dirs: Sequence[str], row: str) -> List[dict]:
+    name, _, own_row = spec.partition(':')
+    match = [d for d in dirs if osp.basename(osp.normpath(d)) == name]
+    if not match:
+        raise SystemExit(f'--pair {spec}: no setting {name!r} among '
+                         f'{[osp.basename(osp.normpath(d)) for d in dirs]}')
+    runs = load(match[0], own_row or row)
+    if not runs:
+        raise SystemExit(f'--pair {spec}: no {own_row or row}/seed*/result.json in {match[0]}')
+    return runs
+
+
+def pairs_table(pairs: Sequence[Sequence[str]], dirs: Sequence[str], row: str) -> str:
+    """Paired differences of the score columns, one line per pair."""
+    from mmdeblora.utils.seed_table import paired_interval
+    detection = any('dota/mAP' in (r.get('metrics') or {})
+                    for a, b in pairs for r in _runs_of(a, dirs, row))
+    columns = [c for c in (DETECTION_COLUMNS if detection else COLUMNS) if c[0] == 'metrics']
+    lines = ['| comparison | n | ' + ' | '.join(c[2] for c in columns) + ' |',
+             '|' + ' --- |' * (len(columns) + 2)]
+    for a, b in pairs:
+        ra, rb = _runs_of(a, dirs, row), _runs_of(b, dirs, row)
+        cells, n = [], 0
+        for part, key, _, _, *scale in columns:
+            k = scale[0] if scale else 1.0
+            got = paired_interval(*({r['seed']: r[part][key] * k for r in runs
+                                     if key in (r.get(part) or {})} for runs in (ra, rb)))
+            if got is None:
+                cells.append('n/a')
+                continue
+            n = got['n']
+            cells.append(f"{got['mean']:+.1f}" if n < 2 else
+                         f"{got['mean']:+.1f} [{got['low']:+.1f}, {got['high']:+.1f}]")
+        lines.append(f'| {a} − {b} | {n} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     text = table(args.dirs, args.row)
+    if args.pair:
+        text += '\n\n' + pairs_table(args.pair, args.dirs, args.row)
     print(text)
     if args.out:
         with open(args.out, 'x') as f:  # never written over
