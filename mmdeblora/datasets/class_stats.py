@@ -79,20 +79,24 @@ def dataset_class_counts(dataset: Any) -> List[int]:
                          'count instances per class')
     counts = [0] * len(classes)
     for idx in range(len(dataset)):
-        info = dataset.get_data_info(idx)
-        if 'instances' not in info and 'gt_label' in info:
-            instances = [dict(bbox_label=info['gt_label'])]
-        else:
-            instances = info.get('instances', [])
-        for inst in instances:
-            if inst.get('ignore_flag', 0):
-                continue
-            label = int(inst['bbox_label'])
+        for label in sample_labels(dataset, idx):
             if not 0 <= label < len(classes):
                 raise ValueError(f'instance label {label} out of range for '
                                  f'{len(classes)} classes (data index {idx})')
             counts[label] += 1
     return counts
+
+
+def sample_labels(dataset: Any, idx: int) -> List[int]:
+    """The labels of sample ``idx``'s non-ignored instances, from its data info (no image
+    is loaded): ``instances`` with ``bbox_label`` (detection) or one ``gt_label``
+    (classification); works through mmengine's wrappers (``get_data_info``)."""
+    info = dataset.get_data_info(idx)
+    if 'instances' not in info and 'gt_label' in info:
+        instances = [dict(bbox_label=info['gt_label'])]
+    else:
+        instances = info.get('instances', [])
+    return [int(inst['bbox_label']) for inst in instances if not inst.get('ignore_flag', 0)]
 
 
 def dataset_fingerprint(dataset: Any) -> str:

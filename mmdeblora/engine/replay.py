@@ -27,14 +27,28 @@ REPLAY_KEY = 'deblora_replay'
 
 
 def calibrated_indices(dataset, calibrated: Sequence[bool]) -> List[int]:
-    """Indices of the dataset's samples that hold an instance of a calibrated class (from
-    ``get_cat_ids``, the annotations only: no image is loaded)."""
-    get = getattr(dataset, 'get_cat_ids', None)
-    if get is None:
-        raise TypeError(f'DebLoRAHook.replay needs a training dataset with get_cat_ids '
-                        f'(mmdet / mmpretrain datasets have it), got {type(dataset).__name__}')
+    """Indices of the dataset's samples that hold a non-ignored instance of a calibrated
+    class (from the data infos, ``sample_labels``: no image is loaded; mmengine's dataset
+    wrappers included)."""
+    from mmdeblora.datasets.class_stats import sample_labels
+    if not callable(getattr(dataset, 'get_data_info', None)):
+        raise TypeError(f'DebLoRAHook.replay needs a training dataset with get_data_info '
+                        f'(mmengine datasets and their wrappers have it), got '
+                        f'{type(dataset).__name__}')
+    if hasattr(dataset, 'full_init'):
+        dataset.full_init()
     cal = {c for c, flag in enumerate(calibrated) if flag}
-    return [i for i in range(len(dataset)) if cal.intersection(int(c) for c in get(i))]
+    return [i for i in range(len(dataset)) if cal.intersection(sample_labels(dataset, i))]
+
+
+def check_replay_source(dataset) -> None:
+    """Before the first iteration: the training set's labels can be read without loading
+    an image, so that a dataset the replay cannot index fails now, not at the switch. (The
+    batch format ``TailReplay.extend`` needs is the one the feature extraction's dry run
+    already checks: the extraction loader shares the training collate function.)"""
+    if not calibrated_indices(dataset, [True] * len(dataset.metainfo.get('classes', ()))):
+        raise ValueError('DebLoRAHook.replay: no training sample holds an annotated '
+                         'instance')
 
 
 def is_replay(sample) -> bool:

@@ -174,6 +174,9 @@ class DebLoRAHook(Hook):
                 self._loader = build_extraction_loader(runner.cfg, self.settings)
                 preflight(model, self._loader, self.settings)
                 self._dry_build_stage2_optim(runner)
+                if self.replay:
+                    from ..replay import check_replay_source
+                    check_replay_source(runner.train_dataloader.dataset)
             finally:
                 restore_random_state(state)
 

@@ -471,6 +471,19 @@ def test_checks_before_the_run_leave_the_random_state_as_they_found_it(toy_root,
     assert torch.equal(before['python']['state'], after['python']['state'])
 
 
+def test_replay_source_is_checked_before_the_run(toy_root, tmp_path, monkeypatch):
+    """A training set the replay cannot index fails in before_run (before stage 1), not at
+    the switch epochs later."""
+    cfg = make_cfg(toy_root, tmp_path, 'replay_source', 2)
+    cfg.custom_hooks[0].update(replay=2)
+    runner, _ = make_runner(cfg)
+    runner._train_loop = runner.build_train_loop(runner._train_loop)
+    runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    monkeypatch.setattr(runner.train_dataloader.dataset, 'get_data_info', None)
+    with pytest.raises(TypeError, match='DebLoRAHook.replay needs a training dataset'):
+        hook_of(runner).before_run(runner)
+
+
 def _final_weights(runner):
     return {k: v.clone() for k, v in runner.model.state_dict().items()}
 
@@ -478,7 +491,9 @@ def _final_weights(runner):
 def test_tail_replay_adds_calibrated_images_and_leaves_the_control_alone(toy_root, tmp_path):
     """replay=2: every stage-2 batch gets 2 more training images with a calibrated instance
     (and stage 1 none); lambda 0 with replay ends bit-identical to lambda 0 without (the
-    replay draws with its own random state; the model skips it), lambda > 0 does not."""
+    replay draws with its own random state; the model skips it), lambda > 0 does not. The
+    lambda > 0 run's training set is wrapped in mmengine's RepeatDataset (no get_cat_ids):
+    the replay reads the labels from the data infos."""
     class Sizes(Hook):
         priority = 'LOWEST'
 
@@ -494,6 +509,9 @@ def test_tail_replay_adds_calibrated_images_and_leaves_the_control_alone(toy_roo
                      ('r2', dict(replay=2))):
         cfg = make_cfg(toy_root, tmp_path / name, name, 2)
         cfg.custom_hooks[0].update(kw)
+        if name == 'r2':
+            cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=1,
+                                                dataset=cfg.train_dataloader.dataset)
         runner, _ = make_runner(cfg)
         sizes = Sizes()
         runner.register_hook(sizes)
@@ -502,8 +520,10 @@ def test_tail_replay_adds_calibrated_images_and_leaves_the_control_alone(toy_roo
     hook = hook_of(runs['r2'][0])
     cal = hook.state.calibrated.tolist()
     ds = runs['r2'][0].train_dataloader.dataset
-    assert hook._replay.indices == [i for i in range(len(ds))
-                                    if any(cal[c] for c in ds.get_cat_ids(i))]
+    assert type(ds).__name__ == 'RepeatDataset'
+    inner = ds.dataset
+    assert hook._replay.indices == [i for i in range(len(inner))
+                                    if any(cal[c] for c in inner.get_cat_ids(i))]
     assert 0 < len(hook._replay.indices) < len(ds)
     for epoch, n, marks in runs['r2'][1]:
         own = n - sum(marks)
