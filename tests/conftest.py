@@ -39,6 +39,18 @@ def tree_digest(root: str) -> str:
     return h.hexdigest()
 
 
+def vis_scalars(run_dir: str) -> List[dict]:
+    """Every row a run's LocalVisBackend wrote (``<run_dir>/<timestamp>/vis_data/
+    scalars.json``, all timestamps: a resumed run writes a second one), in file order."""
+    import glob
+    import json
+    rows = []
+    for path in sorted(glob.glob(osp.join(run_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    return rows
+
+
 def make_small_toy(out: str, seed: int = 0) -> dict:
     from mmdeblora.datasets.toy_dota import make_toy_dota
     return make_toy_dota(out, seed=seed, img_size=256, max_count=40,

@@ -9,7 +9,7 @@ import os.path as osp
 
 import pytest
 
-from tests.conftest import REPO, run_tool
+from tests.conftest import REPO, run_tool, vis_scalars
 
 TOOL = osp.join(REPO, 'tools', 'analysis', 'classification_table.py')
 
@@ -81,10 +81,8 @@ RECORDED_SEED0 = dict(
 
 def logged(run_dir: str, key: str) -> list:
     """Every logged value of ``key`` in a run's visualizer scalars, in step order."""
-    (path, ) = glob.glob(osp.join(run_dir, 'train', '*', 'vis_data', 'scalars.json'))
-    with open(path) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return [r[key] for r in rows if key in r]
+    assert len(glob.glob(osp.join(run_dir, 'train', '*', 'vis_data', 'scalars.json'))) == 1
+    return [r[key] for r in vis_scalars(osp.join(run_dir, 'train')) if key in r]
 
 
 def check_recorded_seed0(wd: str) -> None:

@@ -3,7 +3,6 @@ scale, what it writes, resume, and RoI Transformer."""
 import copy
 import csv
 import glob
-import json
 import math
 import os.path as osp
 
@@ -16,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmdeblora.deblora import DebiasState
 from mmdeblora.utils.launch import register_all
-from tests.conftest import REPO, toy_options
+from tests.conftest import REPO, toy_options, vis_scalars
 
 CFG = osp.join(REPO, 'configs', 'deblora', 'oriented_rcnn_r18_deblora_toy.py')
 SD_CFG = osp.join(REPO, 'configs', 'deblora', 'oriented_rcnn_sd_tiny_deblora_toy.py')
@@ -120,9 +119,7 @@ def test_switches_at_the_configured_epoch_and_reports(trained):
     assert ckpt['meta']['epoch'] == 1 and ckpt['deblora']['stage'] == 1
     assert not any('deblora' in k for k in ckpt['state_dict'])
     # the switch's numbers reach the visualizer backends (LocalVisBackend: scalars.json)
-    rows = [json.loads(line) for f in glob.glob(osp.join(work, '*', 'vis_data',
-                                                         'scalars.json'))
-            for line in open(f)]
+    rows = vis_scalars(work)
     row = next(r for r in rows if 'deblora/inertia' in r)
     assert row['deblora/inertia'] == pytest.approx(hook.state.inertia, rel=1e-5)
     assert any(k.startswith('deblora/alpha/') for k in row)
@@ -151,8 +148,7 @@ def test_target_reach_logged_every_stage2_epoch(trained):
     assert float(rows[-1]['cal_gap']) == pytest.approx(last['cal_gap'], rel=1e-5)
     # the drift of the others is measured: stage 2 changed them (the adapter trained)
     assert last['other_drift'] > 0
-    files = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
-    vis = [json.loads(line) for f in files for line in open(f)]
+    vis = vis_scalars(work)
     assert sum('deblora/reach_cal_gap' in r for r in vis) == 1
     assert sum('deblora/reach_train_deblora_cal_gap' in r for r in vis) == 2
     saved = torch.load(osp.join(work, 'epoch_3.pth'), map_location='cpu', weights_only=True)
