@@ -199,8 +199,7 @@ def run_options(proto: TableProtocol, cfg, row: str, seed: int,
     a shared stage 1 needs last). ``DebLoRAHook.<option>`` options address the rows whose
     config has the hook; the other rows leave them out (a stage-1 row still reads them
     through the switch epoch of the rows it serves)."""
-    opts: Dict[str, object] = dict(proto.rows[row][2])
-    opts['randomness.seed'] = seed
+    opts: Dict[str, object] = {'randomness.seed': seed}
     data_root = proto.reduced_data(args.work_dir) if args.reduced else args.data_root
     if data_root:
         opts.update({f'{k}.dataset.data_root': data_root for k in LOADERS})
@@ -215,6 +214,9 @@ def run_options(proto: TableProtocol, cfg, row: str, seed: int,
     if args.reduced:
         opts.update(proto.reduced_options(cfg, args))
     opts.update(args.cfg_options)
+    # the row's own options after the user's: a control row stays a control (with
+    # --cfg-options DebLoRAHook.loss_weight=0.2 the lambda-0 row keeps lambda 0)
+    opts.update(proto.rows[row][2])
     opts.update(stage1_keep_options(proto, row, seed, args))
     from mmdeblora.utils.launch import HOOK_PREFIX, hook_keys
     if not debias_hooks(cfg):  # DebLoRAHook.<option> is for the rows that have the hook

@@ -56,6 +56,23 @@ def checkpoint_hook(runner):
     return hook
 
 
+def test_a_control_row_keeps_its_own_option_over_the_users(tmp_path):
+    """--cfg-options DebLoRAHook.loss_weight=0.2 sets the debLoRA row's lambda, and the
+    lambda-0 row stays lambda 0: before, the user's option won and the 'control' silently
+    trained with the pull."""
+    from mmengine.config import Config
+    tool = load_tool()
+    args = tool.parse_args(['--work-dir', str(tmp_path), '--cfg-options',
+                            'DebLoRAHook.loss_weight=0.2', 'DebLoRAHook.replay=4'])
+    got = {}
+    for row in ('lora_deblora', 'lora_deblora_l0'):
+        cfg = Config.fromfile(osp.join(tool.CFG_DIR, tool.ROWS[row][1]))
+        (i, ) = [i for i, h in enumerate(cfg.custom_hooks) if h['type'] == 'DebLoRAHook']
+        opts = tool.run_options(cfg, row, 0, args)
+        got[row] = (opts[f'custom_hooks.{i}.loss_weight'], opts[f'custom_hooks.{i}.replay'])
+    assert got == {'lora_deblora': (0.2, 4), 'lora_deblora_l0': (0.0, 4)}
+
+
 def test_shared_stage1_is_what_the_runners_get(tmp_path):
     """Every row with a DebLoRAHook shares the LoRA row's stage 1; the LoRA runner keeps its
     checkpoint at the switch epoch the debLoRA config has after the options, and the debLoRA
