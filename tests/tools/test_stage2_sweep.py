@@ -20,6 +20,19 @@ def table_calls(out: str):
     return [line.split() for line in out.splitlines() if '_table.py' in line]
 
 
+def effective(call) -> dict:
+    """The --cfg-options of a table call as mmengine's DictAction reads them (a later
+    key wins), with the hook prefix dropped."""
+    opts = {}
+    for kv in call[call.index('--cfg-options') + 1:]:
+        key, val = kv.split('=', 1)
+        opts[key.replace('DebLoRAHook.', '')] = val
+    return opts
+
+
+RUN_OPT = {'stage2_optim_wrapper': 'None'}  # the run's own optimizer, not the config's
+
+
 def test_each_setting_passes_its_options_to_the_chosen_table(tmp_path):
     r = sweep(tmp_path, 'sgd_l0.05', 'adamw1e-3_l0.2', 'augment', 'augment_a0', 'both_l0.1',
               'augment_a0_mean', TABLE='detection', SEEDS='0 2')
@@ -27,16 +40,17 @@ def test_each_setting_passes_its_options_to_the_chosen_table(tmp_path):
     calls = table_calls(r.stdout)
     assert len(calls) == 6
     assert all(c[0] == 'tools/analysis/detection_table.py' for c in calls)
-    opts = [c[c.index('--cfg-options') + 1:] for c in calls]
-    assert opts[0] == ['DebLoRAHook.loss_weight=0.05']
-    assert 'DebLoRAHook.stage2_optim_wrapper.optimizer.type=AdamW' in opts[1]
-    assert 'DebLoRAHook.stage2_optim_wrapper.optimizer.lr=1e-3' in opts[1]
-    assert 'DebLoRAHook.loss_weight=0.2' in opts[1]
-    assert opts[2] == ['DebLoRAHook.mode=augment']
-    assert opts[3] == ['DebLoRAHook.mode=augment', 'DebLoRAHook.alpha_max=0.0']
-    assert opts[4] == ['DebLoRAHook.mode=both', 'DebLoRAHook.loss_weight=0.1']
-    assert opts[5] == ['DebLoRAHook.mode=augment', 'DebLoRAHook.alpha_max=0.0',
-                       'DebLoRAHook.augment_reduction=mean']
+    eff = [effective(c) for c in calls]
+    assert eff[0] == dict(RUN_OPT, loss_weight='0.05', replay='0')
+    assert eff[1] == {'stage2_optim_wrapper.optimizer.type': 'AdamW',
+                      'stage2_optim_wrapper.optimizer.lr': '1e-3',
+                      'stage2_optim_wrapper.optimizer.weight_decay': '0.0',
+                      'loss_weight': '0.2', 'replay': '0'}
+    assert eff[2] == dict(RUN_OPT, mode='augment', replay='0')
+    assert eff[3] == dict(RUN_OPT, mode='augment', alpha_max='0.0', replay='0')
+    assert eff[4] == dict(RUN_OPT, mode='both', loss_weight='0.1', replay='0')
+    assert eff[5] == dict(RUN_OPT, mode='augment', alpha_max='0.0', augment_reduction='mean',
+                          replay='0')
     for c, s in zip(calls, ['sgd_l0.05', 'adamw1e-3_l0.2', 'augment', 'augment_a0',
                             'both_l0.1']):
         assert c[c.index('--work-dir') + 1] == str(tmp_path / 'out' / s)
@@ -86,19 +100,18 @@ def test_hold_suffix_adds_the_hold_weight(tmp_path):
     r = sweep(tmp_path, 'sgd_l0.2_h0', 'adamw1e-3_l0.2_h0.5', 'sgd_l0.2')
     assert r.returncode == 0, r.stderr
     calls = table_calls(r.stdout)
-    opts = [c[c.index('--cfg-options') + 1:] for c in calls]
-    assert opts[0] == ['DebLoRAHook.loss_weight=0.2', 'DebLoRAHook.hold_weight=0']
-    assert 'DebLoRAHook.loss_weight=0.2' in opts[1]
-    assert opts[1][-1] == 'DebLoRAHook.hold_weight=0.5'
-    assert opts[2] == ['DebLoRAHook.loss_weight=0.2']  # no suffix, no hold option
+    eff = [effective(c) for c in calls]
+    assert eff[0] == dict(RUN_OPT, loss_weight='0.2', replay='0', hold_weight='0')
+    assert eff[1]['loss_weight'] == '0.2' and eff[1]['hold_weight'] == '0.5'
+    assert eff[2] == dict(RUN_OPT, loss_weight='0.2', replay='0')  # no suffix, no hold
     assert calls[0][calls[0].index('--work-dir') + 1] == str(tmp_path / 'out' / 'sgd_l0.2_h0')
 
 
 def test_replay_suffix_adds_the_replay_option_with_or_without_a_hold(tmp_path):
     r = sweep(tmp_path, 'sgd_l0.05_r4', 'adamw1e-3_l0.2_h0_r2', 'sgd_l0_r4')
     assert r.returncode == 0, r.stderr
-    opts = [c[c.index('--cfg-options') + 1:] for c in table_calls(r.stdout)]
-    assert opts[0] == ['DebLoRAHook.loss_weight=0.05', 'DebLoRAHook.replay=4']
-    assert opts[1][-3:] == ['DebLoRAHook.loss_weight=0.2', 'DebLoRAHook.replay=2',
-                            'DebLoRAHook.hold_weight=0']
-    assert opts[2] == ['DebLoRAHook.loss_weight=0', 'DebLoRAHook.replay=4']
+    eff = [effective(c) for c in table_calls(r.stdout)]
+    assert eff[0] == dict(RUN_OPT, loss_weight='0.05', replay='4')
+    assert eff[1]['loss_weight'] == '0.2' and eff[1]['replay'] == '2' and \
+        eff[1]['hold_weight'] == '0' and 'stage2_optim_wrapper' not in eff[1]
+    assert eff[2] == dict(RUN_OPT, loss_weight='0', replay='4')

@@ -8,7 +8,9 @@
 #   bash tools/analysis/stage2_sweep.sh [SETTING ...]       (default: all, seeds $SEEDS)
 # Settings: sgd_l<lambda> (the run's optimizer), adamw<lr>_l<lambda>, augment (mode
 # 'augment', the default alphas), augment_a0 (its alpha-0 control), augment_mean /
-# augment_a0_mean (the same with augment_reduction='mean'), both_l<lambda>.
+# augment_a0_mean (the same with augment_reduction='mean'), both_l<lambda>; suffixes
+# _h<hold_weight>, _r<replay images>. Each setting states its whole stage 2 (optimizer,
+# lambda, replay: 0 unless _r), so it does not follow the configs' stage-2 default.
 # LORA_FROM=<a table's work dir>: every setting's debLoRA row resumes the stage 1 of that
 # table's LoRA row (linked as <setting>/lora, so the table pairs against it); every seed
 # must be done there.
@@ -50,20 +52,22 @@ for s in "${SETTINGS[@]}"; do
       r) hold+=("$H.replay=${BASH_REMATCH[3]}") ;;
     esac
   done
+  run_opt=("$H.stage2_optim_wrapper=None")  # the run's own optimizer and schedule
   case "$base" in
-    sgd_l*)          opts=("$H.loss_weight=${base#sgd_l}") ;;
+    sgd_l*)          opts=("${run_opt[@]}" "$H.loss_weight=${base#sgd_l}") ;;
     adamw*_l*)       lr="${base#adamw}"; lr="${lr%%_l*}"
                      read -r -a opts <<< "$(adamw "$lr") $H.loss_weight=${base##*_l}" ;;
-    augment)         opts=("$H.mode=augment") ;;
-    augment_a0)      opts=("$H.mode=augment" "$H.alpha_max=0.0") ;;
-    augment_mean)    opts=("$H.mode=augment" "$H.augment_reduction=mean") ;;
-    augment_a0_mean) opts=("$H.mode=augment" "$H.alpha_max=0.0" "$H.augment_reduction=mean") ;;
-    both_l*)         opts=("$H.mode=both" "$H.loss_weight=${base#both_l}") ;;
+    augment)         opts=("${run_opt[@]}" "$H.mode=augment") ;;
+    augment_a0)      opts=("${run_opt[@]}" "$H.mode=augment" "$H.alpha_max=0.0") ;;
+    augment_mean)    opts=("${run_opt[@]}" "$H.mode=augment" "$H.augment_reduction=mean") ;;
+    augment_a0_mean) opts=("${run_opt[@]}" "$H.mode=augment" "$H.alpha_max=0.0"
+                           "$H.augment_reduction=mean") ;;
+    both_l*)         opts=("${run_opt[@]}" "$H.mode=both" "$H.loss_weight=${base#both_l}") ;;
     *) echo "unknown setting $s (sgd_l<lambda>, adamw<lr>_l<lambda>, augment, augment_a0," \
             "augment_mean, augment_a0_mean, both_l<lambda>, each with optional" \
             "_h<hold_weight> and _r<replay images>)" >&2; exit 1 ;;
   esac
-  opts+=(${hold[@]+"${hold[@]}"})
+  opts+=("$H.replay=0" ${hold[@]+"${hold[@]}"})  # a later _r<R> wins
   echo "[stage2_sweep] $s: ${opts[*]}"
   mkdir -p "$OUT/$s"
   if [ -n "${LORA_FROM:-}" ]; then
