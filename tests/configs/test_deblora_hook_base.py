@@ -29,7 +29,10 @@ RESOLVED = {
                         loss_weight=0.2, replay=16)],
     'classification/bias_clora_deblora.py': [
         TRAINABLE, dict(SHARED, switch_epoch=20, groups='dota', extract_batch_size=256,
-                        stage1_adapters=['clora_head', 'clora_middle', 'clora_tail'])],
+                        stage1_adapters=['clora_head', 'clora_middle', 'clora_tail'],
+                        stage2_optim_wrapper=dict(optimizer=dict(
+                            type='AdamW', lr=1e-4, weight_decay=0.0)),
+                        loss_weight=0.2, replay=16)],
     'classification/sd_lora_deblora_dota.py': [
         TRAINABLE, dict(SHARED, switch_epoch=8, groups='dota', max_per_class=2000,
                         extract_batch_size=32)],
