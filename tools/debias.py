@@ -34,7 +34,7 @@ def main() -> None:
     args = parse_args()
     from mmengine.registry import init_default_scope
 
-    from mmdeblora.engine import build_extraction_loader, debias_model
+    from mmdeblora.engine import build_extraction_loader, build_pool_loader, debias_model
     from mmdeblora.engine.debias_report import log_result, save_result
     from mmdeblora.engine.stage2 import load_debias_model, settings_from_config
     from mmdeblora.utils import register_all_modules
@@ -45,7 +45,8 @@ def main() -> None:
     settings, stage2 = settings_from_config(cfg)
     model = load_debias_model(cfg, args.checkpoint, stage2=stage2)
     result = debias_model(model, build_extraction_loader(cfg, settings), settings,
-                          adapters=stage2.stage1_adapters, log_fn=print_log)
+                          adapters=stage2.stage1_adapters, log_fn=print_log,
+                          pool_loader=build_pool_loader(cfg, settings))
     log_result(result, print_log)
     out = args.out or osp.join(cfg.work_dir, 'debias_report')
     save_result(result, out, args.embedding, args.max_points)

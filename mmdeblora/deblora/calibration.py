@@ -43,13 +43,24 @@ def count_matrix(cluster_labels: Tensor, class_labels: Tensor, num_clusters: int
         num_clusters, num_classes)
 
 
-def center_weights(counts: Tensor, weighting: str = 'balanced') -> Tensor:
-    """w_kc [K, C], each column summing to 1; all-zero columns for absent classes."""
+def center_weights(counts: Tensor, weighting: str = 'balanced',
+                   sizes: Optional[Tensor] = None) -> Tensor:
+    """w_kc [K, C], each column summing to 1; all-zero columns for absent classes.
+
+    ``sizes``: n_k, the clustered instances per cluster [K], for ``balanced``'s
+    n_kc / n_k; default ``counts.sum(1)``. Larger where unlabelled instances (the
+    ``cluster_pool``) joined the clustering: they dilute a cluster's class shares without
+    belonging to any class.
+    """
     if weighting not in WEIGHTINGS:
         raise ValueError(f'weighting must be one of {WEIGHTINGS}, got {weighting!r}')
     n = counts.double()
     if weighting == 'balanced':
-        n = n / n.sum(1, keepdim=True).clamp(min=1)
+        n_k = n.sum(1) if sizes is None else sizes.to(n)
+        if n_k.shape != n.shape[:1] or bool((n_k < n.sum(1)).any()):
+            raise ValueError(f'cluster sizes {tuple(n_k.shape)} must hold at least the '
+                             f'labelled counts of each of the {n.shape[0]} clusters')
+        n = n / n_k.unsqueeze(1).clamp(min=1)
     elif weighting == 'top_cluster':
         top = torch.zeros_like(n)
         top[n.argmax(0), torch.arange(n.shape[1])] = 1  # argmax: first of equal maxima
@@ -58,20 +69,20 @@ def center_weights(counts: Tensor, weighting: str = 'balanced') -> Tensor:
     return torch.where(col > 0, n / col.clamp(min=1e-300), torch.zeros_like(n))
 
 
-def debiased_centers(centers: Tensor, counts: Tensor,
-                     weighting: str = 'balanced') -> Tensor:
-    """h_c = sum_k w_kc mu_k [C, D].
+def debiased_centers(centers: Tensor, counts: Tensor, weighting: str = 'balanced',
+                     sizes: Optional[Tensor] = None) -> Tensor:
+    """h_c = sum_k w_kc mu_k [C, D] (``sizes``: see ``center_weights``).
 
     A class with no instance has no weights; it gets the size-weighted mean of all
     centers (the data mean) so the result stays finite; its alpha is 0 anyway.
     """
     if counts.shape[0] != centers.shape[0]:
         raise ValueError(f'{centers.shape[0]} centers but counts for {counts.shape[0]}')
-    w = center_weights(counts, weighting).to(centers)
+    w = center_weights(counts, weighting, sizes).to(centers)
     h = w.T @ centers
     absent = counts.sum(0) == 0
     if absent.any():
-        sizes = counts.sum(1).to(centers)
+        sizes = (counts.sum(1) if sizes is None else sizes).to(centers)
         h[absent.to(h.device)] = (sizes @ centers) / sizes.sum().clamp(min=1)
     return h
 

@@ -20,6 +20,7 @@ from .calibration import calibrate, class_alphas, count_matrix, debiased_centers
 from .kmeans import kmeans
 
 _TENSORS = ('centers', 'counts', 'class_centers', 'alphas', 'calibrated', 'natural_counts')
+_OPTIONAL = ('unlabelled_counts', )  # saved when present
 
 
 @dataclass
@@ -41,6 +42,7 @@ class DebiasState:
     inertia: float = float('nan')
     loss_scale: float = 1.0  # mean ||z - z_hat||^2 of a calibrated training instance
     stats: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    unlabelled_counts: Optional[Tensor] = None  # [K] unlabelled ``cluster_pool`` instances
 
     def __post_init__(self) -> None:
         if self.natural_counts is None:
@@ -48,7 +50,10 @@ class DebiasState:
 
     @property
     def cluster_sizes(self) -> Tensor:
-        return self.counts.sum(1)
+        """n_k: the clustered instances per cluster, unlabelled pool ones included."""
+        sizes = self.counts.sum(1)
+        extra = self.unlabelled_counts
+        return sizes if extra is None else sizes + extra.to(sizes)
 
     @property
     def class_counts(self) -> Tensor:
@@ -60,7 +65,8 @@ class DebiasState:
         return [n for n, c in zip(self.class_names, self.calibrated.tolist()) if c]
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k).detach().cpu() for k in _TENSORS}
+        d = {k: getattr(self, k).detach().cpu() for k in _TENSORS + _OPTIONAL
+             if getattr(self, k) is not None}
         d.update(class_names=list(self.class_names), groups=dict(self.groups),
                  weighting=self.weighting, alpha_mode=self.alpha_mode, pool=self.pool,
                  normalize=self.normalize, renormalize=self.renormalize,
@@ -71,7 +77,7 @@ class DebiasState:
     @classmethod
     def from_dict(cls, d: dict) -> 'DebiasState':
         kw = dict(d)
-        for k in _TENSORS:
+        for k in _TENSORS + _OPTIONAL:
             if kw.get(k) is not None and not torch.is_tensor(kw[k]):
                 kw[k] = torch.as_tensor(np.asarray(kw[k]))
         kw['calibrated'] = kw['calibrated'].bool()
@@ -81,8 +87,8 @@ class DebiasState:
         """``<prefix>.npz`` (arrays) and ``<prefix>.json`` (settings, readable summary)."""
         d = self.to_dict()
         with atomic_open(osp.join(out_dir, prefix + '.npz'), 'wb') as f:
-            np.savez(f, **{k: d[k].numpy() for k in _TENSORS})
-        meta = {k: v for k, v in d.items() if k not in _TENSORS}
+            np.savez(f, **{k: d[k].numpy() for k in _TENSORS + _OPTIONAL if k in d})
+        meta = {k: v for k, v in d.items() if k not in _TENSORS + _OPTIONAL}
         meta.update(cluster_sizes=self.cluster_sizes.tolist(),
                     class_counts=dict(zip(self.class_names, self.class_counts.tolist())),
                     natural_counts=dict(zip(self.class_names,
@@ -100,7 +106,7 @@ class DebiasState:
                   'calibrated'):
             meta.pop(k, None)
         with np.load(osp.join(out_dir, prefix + '.npz')) as arrs:
-            meta.update({k: arrs[k] for k in _TENSORS})
+            meta.update({k: arrs[k] for k in _TENSORS + _OPTIONAL if k in arrs.files})
         return cls.from_dict(meta)
 
 
@@ -112,13 +118,19 @@ def fit_debias(z: Tensor, labels: Tensor, class_names: Sequence[str],
                weighting: str = 'balanced', alpha_mode: str = 'imbalance',
                alpha: float = 0.5, alpha_max: float = 0.5, pool: str = 'avg',
                normalize: bool = True, renormalize: bool = True,
-               log_fn: Optional[Callable[[str], None]] = None) -> DebiasState:
+               log_fn: Optional[Callable[[str], None]] = None,
+               unlabelled_z: Optional[Tensor] = None) -> DebiasState:
     """K-means on the instance features, then n_kc, h_c, alpha_c and the loss scale.
 
     ``natural_counts`` are the training instances per class before any per-class cap; the
     imbalance-dependent alphas and the loss scale use them (default: the counts of
     ``labels``). Raises when no class asked for calibration has a training instance:
     stage 2 would then silently be self-distillation.
+
+    ``unlabelled_z``: features of unlabelled instances (``DebLoRAHook.cluster_pool``) that
+    join the K-means fit and the cluster sizes n_k, and nothing else: they belong to no class,
+    so they move the centers mu_k and dilute ``balanced``'s n_kc / n_k; counts, alphas and
+    the loss scale are the labelled instances'.
     """
     num_classes = len(class_names)
     if natural_counts is None:
@@ -134,10 +146,17 @@ def fit_debias(z: Tensor, labels: Tensor, class_names: Sequence[str],
             f'({asked or "none"}) have no training instance (natural counts '
             f'{dict(zip(class_names, natural.tolist()))}); stage 2 would only '
             'distil the stage-1 model. Check groups / calibrate_groups.')
-    km = kmeans(z, num_clusters, log_fn=log_fn, **(kmeans_cfg or {}))
-    counts = count_matrix(km.labels.cpu(), labels.cpu(), km.centers.shape[0], num_classes)
+    n_lab = z.shape[0]
+    fit_z = z if unlabelled_z is None else torch.cat([z, unlabelled_z.to(z)])
+    km = kmeans(fit_z, num_clusters, log_fn=log_fn, **(kmeans_cfg or {}))
+    k = km.centers.shape[0]
+    cluster = km.labels.cpu()
+    counts = count_matrix(cluster[:n_lab], labels.cpu(), k, num_classes)
+    unlabelled_counts = None if unlabelled_z is None else \
+        torch.bincount(cluster[n_lab:], minlength=k)
     centers = km.centers.cpu().float()
-    h = debiased_centers(centers, counts, weighting)
+    sizes = None if unlabelled_counts is None else counts.sum(1) + unlabelled_counts
+    h = debiased_centers(centers, counts, weighting, sizes)
     alphas = class_alphas(natural.tolist(), cal.tolist(), alpha_mode, alpha, alpha_max)
     zc, yc = z.cpu().float(), labels.cpu().long()
     scale = loss_scale(zc, calibrate(zc, yc, h, alphas, renormalize and normalize), yc,
@@ -147,4 +166,4 @@ def fit_debias(z: Tensor, labels: Tensor, class_names: Sequence[str],
         class_names=list(class_names), natural_counts=natural, groups=dict(groups or {}),
         weighting=weighting, alpha_mode=alpha_mode, pool=pool, normalize=normalize,
         renormalize=renormalize and normalize, inertia=km.inertia,
-        loss_scale=scale if scale > 0 else 1.0)
+        loss_scale=scale if scale > 0 else 1.0, unlabelled_counts=unlabelled_counts)

@@ -54,6 +54,7 @@ class DebiasSettings:
     extract_pipeline: Optional[List[dict]] = None
     extract_batch_size: int = 4
     extract_num_workers: int = 0
+    cluster_pool: Optional[Dict[str, Any]] = None
     where: str = 'DebLoRAHook'
 
     def __post_init__(self) -> None:
@@ -94,6 +95,16 @@ class DebiasSettings:
         if self.extract_pipeline is not None and not isinstance(self.extract_pipeline,
                                                                 (list, tuple)):
             raise TypeError(f'{w}.extract_pipeline must be a list of transforms')
+        if self.cluster_pool is not None:
+            if not isinstance(self.cluster_pool, dict) or not self.cluster_pool:
+                raise TypeError(f'{w}.cluster_pool must be a non-empty dict of dataset '
+                                'options (merged into the training dataset config), got '
+                                f'{self.cluster_pool!r}')
+            if 'pipeline' in self.cluster_pool:
+                raise ValueError(f'{w}.cluster_pool takes the extraction pipeline '
+                                 f'({w}.extract_pipeline or the val pipeline); remove its '
+                                 "'pipeline'")
+            self.cluster_pool = copy.deepcopy(dict(self.cluster_pool))
 
     @classmethod
     def keys(cls) -> Tuple[str, ...]:
@@ -144,10 +155,15 @@ def innermost_dataset(ds_cfg: dict) -> dict:
     return ds_cfg
 
 
-def extraction_loader_cfg(cfg, settings: DebiasSettings) -> dict:
+def extraction_loader_cfg(cfg, settings: DebiasSettings, pool: bool = False) -> dict:
     """Loader config over the training set with the val pipeline (GT first), no shuffle,
-    no padding of the last batch."""
+    no padding of the last batch. ``pool``: over the unlabelled ``cluster_pool`` instead
+    (the training dataset config with the pool's options merged in)."""
     ds = copy.deepcopy(innermost_dataset(dict(cfg.train_dataloader.dataset)))
+    if pool:
+        if settings.cluster_pool is None:
+            raise ValueError(f'{settings.where}.cluster_pool is not set')
+        ds.update(copy.deepcopy(settings.cluster_pool))
     if settings.extract_pipeline is not None:
         ds['pipeline'] = copy.deepcopy(list(settings.extract_pipeline))
     else:
@@ -171,6 +187,23 @@ def build_extraction_loader(cfg, settings: DebiasSettings):
     return Runner.build_dataloader(extraction_loader_cfg(cfg, settings))
 
 
+def build_pool_loader(cfg, settings: DebiasSettings):
+    """The extraction loader over ``cluster_pool`` (None without one); a pool that cannot
+    be built or is empty fails here, naming the option."""
+    if settings.cluster_pool is None:
+        return None
+    from mmengine.runner import Runner
+    try:
+        loader = Runner.build_dataloader(extraction_loader_cfg(cfg, settings, pool=True))
+    except Exception as e:
+        raise ValueError(f'{settings.where}.cluster_pool={settings.cluster_pool!r} cannot '
+                         f'be built ({type(e).__name__}: {e})') from e
+    if len(loader.dataset) == 0:
+        raise ValueError(f'{settings.where}.cluster_pool={settings.cluster_pool!r} holds '
+                         'no instance')
+    return loader
+
+
 def preflight(model, data_loader, settings: DebiasSettings) -> None:
     """Before stage 1 trains: classes, groups, a calibrated class, and one batch through
     the extraction path (a wrong pipeline or feature setting fails here, not at the
@@ -188,6 +221,22 @@ def preflight(model, data_loader, settings: DebiasSettings) -> None:
             f'{list(settings.calibrate_groups)} of groups={settings.groups!r} gives '
             f'{groups}, and none of those classes has a training instance (counts '
             f'{dict(zip(classes, counts))})')
+    dry_extract(model, data_loader, settings,
+                f'{settings.where}: a dry run of the feature extraction on the first '
+                f'training batch failed ({{}}); check {settings.where}.extract_pipeline or '
+                'the val pipeline it is derived from')
+
+
+def preflight_pool(model, data_loader, settings: DebiasSettings) -> None:
+    """One batch of the ``cluster_pool`` through the extraction path, before stage 1."""
+    dry_extract(model, data_loader, settings,
+                f'{settings.where}.cluster_pool: a dry run of the feature extraction on '
+                'its first batch failed ({})')
+
+
+def dry_extract(model, data_loader, settings: DebiasSettings, message: str) -> None:
+    """The loader's first batch through ``instance_features`` in eval mode (the mode
+    restored); a failure is raised as ``RuntimeError(message.format(cause))``."""
     was = model.training
     try:
         with torch.no_grad():
@@ -196,10 +245,7 @@ def preflight(model, data_loader, settings: DebiasSettings) -> None:
             model.instance_features(data['inputs'], data['data_samples'],
                                     pool=settings.pool)
     except Exception as e:
-        raise RuntimeError(f'{settings.where}: a dry run of the feature extraction on the '
-                           f'first training batch failed ({type(e).__name__}: {e}); check '
-                           f'{settings.where}.extract_pipeline or the val pipeline it is '
-                           'derived from') from e
+        raise RuntimeError(message.format(f'{type(e).__name__}: {e}')) from e
     finally:
         model.train(was)
 
@@ -258,11 +304,13 @@ def extract_features(model, data_loader, adapters: Optional[Sequence[str]] = Non
 def debias_model(model, data_loader, settings: DebiasSettings,
                  adapters: Optional[Sequence[str]] = None,
                  log_fn: Optional[Callable[[str], None]] = None,
-                 progress: bool = True) -> DebiasResult:
+                 progress: bool = True, pool_loader=None) -> DebiasResult:
     """Steps 1-3 of debLoRA on ``model`` (unchanged by this call).
 
     ``adapters``: the adapters active during extraction (default: the model's current
-    ones, i.e. the stage-1 model at the switch). Every rank returns the same result.
+    ones, i.e. the stage-1 model at the switch). ``pool_loader``: the unlabelled
+    ``cluster_pool`` (``build_pool_loader``), whose features join the K-means fit with
+    their labels dropped. Every rank returns the same result.
     """
     classes = list(data_loader.dataset.metainfo['classes'])
     if dist.is_distributed():  # one model on every rank (DDP leaves BN buffers per rank)
@@ -274,15 +322,25 @@ def debias_model(model, data_loader, settings: DebiasSettings,
     if log_fn:
         log_fn(f'debias: {len(y)} instances of {sum(n > 0 for n in natural)} classes '
                f'extracted, feature dim {z.shape[1]}')
-    return fit_on_features(z, y, classes, settings, next(model.parameters()).device, log_fn)
+    unlabelled_z = None
+    if pool_loader is not None:
+        unlabelled_z = gather_cat(extract_features(model, pool_loader, adapters,
+                                                   settings.pool, settings.normalize,
+                                                   progress)[0])
+        if log_fn:
+            log_fn(f'debias: {len(unlabelled_z)} unlabelled instances of the cluster pool '
+                   'join the clustering')
+    return fit_on_features(z, y, classes, settings, next(model.parameters()).device, log_fn,
+                           unlabelled_z=unlabelled_z)
 
 
 def fit_on_features(z: Tensor, y: Tensor, classes: Sequence[str], settings: DebiasSettings,
-                    device=None, log_fn: Optional[Callable[[str], None]] = None
-                    ) -> DebiasResult:
+                    device=None, log_fn: Optional[Callable[[str], None]] = None,
+                    unlabelled_z: Optional[Tensor] = None) -> DebiasResult:
     """Steps 2-3 on extracted (all ranks', ``settings.normalize``-d) features ``z`` with
-    labels ``y``: what ``debias_model`` does after extraction, and what the diagnostics
-    tool runs on a model's training features to see the switch's h_c. K-means runs on
+    labels ``y`` (``unlabelled_z``: the unlabelled cluster pool's, same space): what
+    ``debias_model`` does after extraction, and what the diagnostics tool runs on a
+    model's training features to see the switch's h_c. K-means runs on
     ``settings.kmeans['device']``, else ``device``, else ``z``'s device."""
     natural = torch.bincount(y, minlength=len(classes)).tolist()
     groups, cal = settings.resolve(classes, natural)
@@ -295,7 +353,9 @@ def fit_on_features(z: Tensor, y: Tensor, classes: Sequence[str], settings: Debi
                        weighting=settings.weighting, alpha_mode=settings.alpha_mode,
                        alpha=settings.alpha, alpha_max=settings.alpha_max,
                        pool=settings.pool, normalize=settings.normalize,
-                       renormalize=settings.renormalize, log_fn=log_fn)
+                       renormalize=settings.renormalize, log_fn=log_fn,
+                       unlabelled_z=None if unlabelled_z is None
+                       else unlabelled_z.to(device))
     z_hat = calibrate(z, y, state.class_centers, state.alphas, state.renormalize)
     state.stats = dict(before=feature_stats(z, y, classes, groups),
                        after=feature_stats(z_hat, y, classes, groups))

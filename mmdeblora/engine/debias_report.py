@@ -27,11 +27,16 @@ def counts_table(state: DebiasState) -> str:
 
 
 def write_counts_csv(state: DebiasState, path: str) -> None:
-    """The cluster x class count matrix with class names as the header."""
+    """The cluster x class count matrix with class names as the header (and the
+    unlabelled ``cluster_pool`` instances per cluster when there was a pool)."""
+    pool = state.unlabelled_counts
     with atomic_open(path) as f:
-        f.write('cluster,size,' + ','.join(state.class_names) + '\n')
-        for k, row in enumerate(state.counts.tolist()):
-            f.write(f'{k},{sum(row)},' + ','.join(map(str, row)) + '\n')
+        f.write('cluster,size,' + ','.join(state.class_names) +
+                (',unlabelled' if pool is not None else '') + '\n')
+        for k, (size, row) in enumerate(zip(state.cluster_sizes.tolist(),
+                                            state.counts.tolist())):
+            f.write(f'{k},{size},' + ','.join(map(str, row)) +
+                    (f',{int(pool[k])}' if pool is not None else '') + '\n')
 
 
 def degenerate_warnings(state: DebiasState) -> List[str]:

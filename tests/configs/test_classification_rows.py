@@ -17,7 +17,7 @@ from tests.conftest import REPO, run_tool
 CFG = osp.join(REPO, 'configs', 'classification')
 ROWS = ['bias_lora_reweight', 'bias_lora_logit_adjust', 'bias_lora_smote',
         'bias_lora_dro_lt', 'bias_lora_reslt', 'bias_clora', 'bias_lora_deblora',
-        'bias_clora_deblora']
+        'bias_clora_deblora', 'bias_lora_deblora_pool']
 SCHEDULE = ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader',
             'val_dataloader', 'test_dataloader', 'data_preprocessor', 'randomness')
 
@@ -40,6 +40,10 @@ def test_debias_rows_share_their_options_and_the_lambda0_path():
     assert lora_h['type'] == clora_h['type'] == 'DebLoRAHook'
     assert clora_h.pop('stage1_adapters') == ['clora_head', 'clora_middle', 'clora_tail']
     assert lora_h == clora_h
+    pool_h = load('bias_lora_deblora_pool').custom_hooks[1]
+    assert pool_h.pop('cluster_pool') == dict(
+        folders=dict(train='train_balanced', val='val', test='test'))
+    assert pool_h == load('bias_lora_deblora').custom_hooks[1]
     assert load('bias_lora').train_cfg.max_epochs == 30 and lora_h['switch_epoch'] == 20
     cfg = load('bias_lora_deblora')
     cfg.merge_from_dict(hook_keys(cfg, {'DebLoRAHook.loss_weight': 0.0}))  # the control

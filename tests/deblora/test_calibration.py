@@ -209,3 +209,49 @@ def test_hold_weight_reaches_the_plan_and_is_checked():
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # the held one is 2 away, ignored
     assert float(plan.feature_loss(z, targets, labels)) == 0.0
     assert float(plan.replace(hold_weight=1.0).feature_loss(z, targets, labels)) == 2.0
+
+
+def test_balanced_centers_with_unlabelled_instances_in_the_cluster_sizes():
+    counts = count_matrix(CLUSTERS, CLASSES, 2, 3)
+    # 4 unlabelled pool instances in cluster 1: n_k = (8, 8); class 2: (2/8, 2/8) -> 1/2
+    h = debiased_centers(MU, counts, 'balanced', sizes=torch.tensor([8, 8]))
+    assert torch.allclose(h[2], torch.tensor([0.5, 0.5]))
+    # class_share reads no sizes: as without a pool
+    assert torch.equal(debiased_centers(MU, counts, 'class_share', torch.tensor([8, 8])),
+                       debiased_centers(MU, counts, 'class_share'))
+    with pytest.raises(ValueError, match='at least the labelled counts'):
+        debiased_centers(MU, counts, 'balanced', sizes=torch.tensor([7, 4]))
+
+
+def test_fit_debias_with_a_pool_clusters_it_without_labels_and_roundtrips(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    head = torch.tensor([1.0, 0, 0]) + 0.01 * torch.randn(40, 3, generator=g)
+    tail = torch.tensor([0, 1.0, 0]) + 0.01 * torch.randn(2, 3, generator=g)
+    z = torch.cat([head, tail])
+    y = torch.tensor([0] * 40 + [1] * 2)
+    # the pool: 18 more instances on the tail's blob, 6 on a third blob no label has
+    pool = torch.cat([torch.tensor([0, 1.0, 0]) + 0.01 * torch.randn(18, 3, generator=g),
+                      torch.tensor([0, 0, 1.0]) + 0.01 * torch.randn(6, 3, generator=g)])
+    st = fit_debias(z, y, ['h', 't'], [False, True], num_clusters=3, unlabelled_z=pool)
+    alone = fit_debias(z, y, ['h', 't'], [False, True], num_clusters=3)
+    assert st.counts.sum() == 42 and st.class_counts.tolist() == [40, 2]
+    assert int(st.unlabelled_counts.sum()) == 24 and alone.unlabelled_counts is None
+    assert sorted(st.cluster_sizes.tolist()) == [6, 20, 40]
+    # the tail's cluster center is the mean of its 2 labelled and 18 unlabelled members
+    tail_k = int(st.counts[:, 1].argmax())
+    members = torch.cat([tail, pool[:18]]).mean(0)
+    assert torch.allclose(st.centers[tail_k], members, atol=1e-5)
+    assert torch.allclose(st.class_centers[1], members, atol=1e-5)
+    # alphas and the loss scale are the labelled set's
+    assert torch.equal(st.alphas, alone.alphas)
+    st.save(str(tmp_path))
+    back = DebiasState.load(str(tmp_path))
+    assert torch.equal(back.unlabelled_counts, st.unlabelled_counts)
+    assert torch.equal(back.cluster_sizes, st.cluster_sizes)
+    assert json.load(open(tmp_path / 'deblora_state.json'))['cluster_sizes'] == \
+        st.cluster_sizes.tolist()
+    back2 = DebiasState.from_dict(st.to_dict())
+    assert torch.equal(back2.unlabelled_counts, st.unlabelled_counts)
+    (tmp_path / 'alone').mkdir()
+    alone.save(str(tmp_path / 'alone'))
+    assert DebiasState.load(str(tmp_path / 'alone')).unlabelled_counts is None

@@ -101,3 +101,26 @@ def test_report_and_aggregate_show_the_premise(tmp_path):
     old['model'] = old['oracle'] = {k: v for k, v in side.items() if k != 'premise'}
     agg = tool.aggregate([res, old])  # a file written before a-c: NaN, not a crash
     assert 'pre-check c_center_mean_ratio' in agg and 'passed in' in agg
+
+
+def test_an_unlabelled_pool_makes_h_c_the_better_estimate_of_an_undersampled_class():
+    """The premise from more data (``cluster_pool``): t1 has 4 noisy training instances
+    around its axis; 200 unlabelled ones join K-means, so its cluster's center (h_c) is
+    the class as held out, while its training mean keeps the noise of 4 draws."""
+    g = torch.Generator().manual_seed(3)
+    train = _features([(0, 0, 200), (1, 1, 200), (2, 2, 60), (3, 3, 30)])
+    noisy = torch.eye(6)[4] + 0.3 * torch.randn(4, 6, generator=g)
+    train = (torch.cat([train[0], noisy]), torch.cat([train[1], torch.full((4, ), 4)]),
+             torch.cat([train[2], torch.full((4, ), 4)]))
+    held = _features(HELD, seed=1)
+    pool = _features([(4, 4, 200), (0, 0, 100)], seed=2)[0]
+    settings = DebiasSettings(num_clusters=5, groups=GROUPS, where='test')
+    alone = tool.premise_numbers(train, held, CLASSES, GROUPS, settings)
+    pooled = tool.premise_numbers(train, held, CLASSES, GROUPS, settings, pool)
+    # alone, t1's 4 instances are a cluster of their own: h_c is their mean
+    assert alone['centers']['t1']['ratio'] == pytest.approx(1, abs=1e-3)
+    assert alone['pool_instances'] == 0 and pooled['pool_instances'] == 300
+    assert pooled['centers']['t1']['ratio'] < 0.3 and pooled['centers']['t1']['own_nearest']
+    # t0 is well sampled and its cluster unchanged by the pool: the same estimate
+    assert pooled['centers']['t0']['ratio'] == pytest.approx(alone['centers']['t0']['ratio'],
+                                                             abs=1e-3)

@@ -58,7 +58,7 @@ def test_summary_and_markdown_layout():
 # the rows of the paired comparisons, and one whose foundation loads through init_cfg;
 # every row's config trains in tests/configs/test_classification_rows.py
 ROWS = ['zero_shot', 'clora', 'clora_deblora', 'lora', 'lora_logit_adjust',
-        'lora_logit_adjust_deblora', 'lora_deblora', 'lora_deblora_l0']
+        'lora_logit_adjust_deblora', 'lora_deblora', 'lora_deblora_l0', 'lora_deblora_pool']
 
 
 # Seed 0 of the reduced table, recorded on this project's machine (2026-12-05, `python
@@ -126,6 +126,16 @@ def test_reduced_table_and_resume(tmp_path):
     assert params['zero_shot'] == 1935  # the linear head only
     adapters = params['lora'] - 1935  # the linear head: 128 * 15 + 15
     assert params['lora_deblora'] == params['lora_deblora_l0'] == params['lora'] + adapters
+    assert params['lora_deblora_pool'] == params['lora_deblora']
+    # the pool row's K-means saw the unlabelled train_balanced crops, the others' did not
+    with open(osp.join(wd, 'reduced_data', 'target', 'target.json')) as fh:
+        balanced = sum(json.load(fh)['counts']['train_balanced'].values())
+    states = {row: json.load(open(osp.join(wd, row, 'seed0', 'train', 'deblora',
+                                           'deblora_state.json')))
+              for row in ('lora_deblora', 'lora_deblora_pool')}
+    labelled = sum(states['lora_deblora']['class_counts'].values())
+    assert sum(states['lora_deblora']['cluster_sizes']) == labelled
+    assert sum(states['lora_deblora_pool']['cluster_sizes']) == labelled + balanced
     assert params['clora'] == 3 * adapters + 1935
     assert params['clora_deblora'] == params['clora'] + adapters
     assert params['lora_logit_adjust_deblora'] == params['lora_logit_adjust'] + adapters

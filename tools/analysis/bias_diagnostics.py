@@ -39,6 +39,9 @@ c. the premise in its sharpest form, per tail class: d(h_c, evaluation centroid)
    switch's (normalised) space, per class and their mean (pre-check: mean < 1, h_c the
    better estimate of the class as held out).
 
+With ``--cluster-pool`` (or a config whose DebLoRAHook has ``cluster_pool``), b and c
+fit K-means on the training features plus the unlabelled pool's, as the switch does.
+
 b and c are computed for the oracle too (its h_c from its features of the same training
 crops), for comparison; the pre-checks read the model's.
 
@@ -80,7 +83,7 @@ import argparse
 import copy
 import json
 import os.path as osp
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -119,6 +122,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--deblora-state', metavar='DIR',
                    help="a debLoRA run's <work_dir>/deblora: report where its calibration "
                    'moves each tail class (CHECKPOINT: the stage1_final.pth beside it)')
+    p.add_argument('--cluster-pool', type=json.loads, metavar='JSON',
+                   help='premise b / c with an unlabelled cluster pool, as '
+                   'DebLoRAHook.cluster_pool (dataset options merged into the training '
+                   'dataset config), e.g. \'{"folders": {"train": "train_balanced", '
+                   '"val": "val", "test": "test"}}\'; default: the config\'s')
     p.add_argument('--out', help='write the numbers to this json file')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='overrides applied to both configs (e.g. data_root)')
@@ -162,10 +170,12 @@ def load_model(cfg: Config, checkpoint: str):
     return load_debias_model(cfg, checkpoint).eval()
 
 
-def build_split(cfg: Config, loader: str):
-    """The data set of ``loader`` with the test pipeline (no augmentation)."""
+def build_split(cfg: Config, loader: str, overrides: Optional[dict] = None):
+    """The data set of ``loader`` with the test pipeline (no augmentation);
+    ``overrides``: dataset options merged in (the cluster pool's)."""
     from mmpretrain.registry import DATASETS
     ds_cfg = cfg[loader].dataset.copy()
+    ds_cfg.update(copy.deepcopy(overrides or {}))
     ds_cfg.pipeline = cfg.test_dataloader.dataset.pipeline
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         return DATASETS.build(ds_cfg)
@@ -205,9 +215,10 @@ Features = Tuple[Tensor, Tensor, Tensor]  # features [N, D], labels [N], own pre
 
 
 def premise_numbers(train: Features, evaluation: Features, classes, groups: dict,
-                    settings) -> dict:
+                    settings, pool_x: Optional[Tensor] = None) -> dict:
     """Numbers a-c of one model: its tail spread, and the switch's h_c (``settings``: the
-    de-biasing step's) against the class's training mean as estimates of the class."""
+    de-biasing step's; ``pool_x``: the unlabelled cluster pool's features, which join the
+    K-means fit) against the class's training mean as estimates of the class."""
     from mmdeblora.engine.debias import DebiasSettings, fit_on_features
     from mmdeblora.evaluation import bias_diagnostics as bd
     settings = settings or DebiasSettings(where='bias_diagnostics')
@@ -216,7 +227,9 @@ def premise_numbers(train: Features, evaluation: Features, classes, groups: dict
     if settings.normalize:  # the switch's space
         tx, ex = torch.nn.functional.normalize(tx, dim=1), \
             torch.nn.functional.normalize(ex, dim=1)
-    state = fit_on_features(tx, ty, classes, settings).state
+        if pool_x is not None:
+            pool_x = torch.nn.functional.normalize(pool_x, dim=1)
+    state = fit_on_features(tx, ty, classes, settings, unlabelled_z=pool_x).state
     per_class = bd.center_estimates(state.class_centers, tx, ty, ex, ey, classes,
                                     state.calibrated_names)
     ratios = [r['ratio'] for r in per_class.values()]
@@ -224,7 +237,8 @@ def premise_numbers(train: Features, evaluation: Features, classes, groups: dict
                 tail_spread_per_class=spread, centers=per_class,
                 centers_own_nearest=sum(r['own_nearest'] for r in per_class.values()),
                 centers_compared=len(per_class),
-                center_mean_ratio=sum(ratios) / len(ratios) if ratios else float('nan'))
+                center_mean_ratio=sum(ratios) / len(ratios) if ratios else float('nan'),
+                pool_instances=0 if pool_x is None else int(pool_x.shape[0]))
 
 
 def switch_settings_record(settings) -> dict:
@@ -232,7 +246,8 @@ def switch_settings_record(settings) -> dict:
     return dict(num_clusters=settings.num_clusters, kmeans=dict(settings.kmeans),
                 weighting=settings.weighting, normalize=settings.normalize,
                 pool=settings.pool, max_per_class=settings.max_per_class,
-                calibrate_groups=list(settings.calibrate_groups))
+                calibrate_groups=list(settings.calibrate_groups),
+                cluster_pool=copy.deepcopy(settings.cluster_pool))
 
 
 def premise_prechecks(out: dict) -> None:
@@ -249,7 +264,8 @@ def premise_prechecks(out: dict) -> None:
 
 
 def side_numbers(train: Features, evaluation: Features, classes, groups: dict,
-                 siblings: dict, k: int, seed: int, settings=None) -> dict:
+                 siblings: dict, k: int, seed: int, settings=None,
+                 pool_x: Optional[Tensor] = None) -> dict:
     """Numbers 1-6 and a-c of one model from its training and evaluation features
     (``settings``: the de-biasing step's, default its defaults)."""
     from mmdeblora.deblora.stats import feature_stats
@@ -267,26 +283,32 @@ def side_numbers(train: Features, evaluation: Features, classes, groups: dict,
         distances=feature_stats(torch.nn.functional.normalize(ex, dim=1), ey, classes,
                                 groups),
         head_cluster_share=bd.head_cluster_share(tx, ty, classes, groups, k, seed),
-        premise=premise_numbers(train, evaluation, classes, groups, settings))
+        premise=premise_numbers(train, evaluation, classes, groups, settings, pool_x))
 
 
-def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) -> dict:
-    if is_detection(model_cfg):
-        return diagnose_detection(model_cfg, model, oracle, split, k, seed)
+def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int,
+             cluster_pool: Optional[dict] = None) -> dict:
+    """``cluster_pool``: replaces the config's DebLoRAHook.cluster_pool for b / c."""
     from mmdeblora.engine.stage2 import settings_from_config
-    settings = settings_from_config(model_cfg)[0]
+    pool_opt = {} if cluster_pool is None else dict(cluster_pool=cluster_pool)
+    settings = settings_from_config(model_cfg, **pool_opt)[0]
+    if is_detection(model_cfg):
+        return diagnose_detection(model_cfg, model, oracle, split, k, seed, settings)
     train_set = build_split(model_cfg, 'train_dataloader')
     eval_set = build_split(model_cfg, f'{split}_dataloader')
+    pool_set = None if settings.cluster_pool is None else \
+        build_split(model_cfg, 'train_dataloader', settings.cluster_pool)
     classes = list(eval_set.metainfo['classes'])
     groups = train_set.metainfo['groups']
-    feats = {name: dict(train=extract(m, train_set), eval=extract(m, eval_set))
+    feats = {name: dict(train=extract(m, train_set), eval=extract(m, eval_set),
+                        pool=None if pool_set is None else extract(m, pool_set)[0])
              for name, m in (('model', model), ('oracle', oracle))}
     siblings = siblings_for(model_cfg, classes, groups, feats['oracle']['eval'])
     out = dict(split=split, classes=classes, groups=groups, siblings=siblings,
                switch_settings=switch_settings_record(settings))
     for name, f in feats.items():
         out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed,
-                                 settings)
+                                 settings, f['pool'])
     m, o = out['model'], out['oracle']
     out['prechecks'] = {
         '1_tail_f1_gap': o['own']['tail_f1'] - m['own']['tail_f1'],
@@ -301,9 +323,10 @@ def diagnose(model_cfg: Config, model, oracle, split: str, k: int, seed: int) ->
 
 
 # ---------------------------------------------------------------------- detection
-def detection_loaders(cfg: Config, split: str):
+def detection_loaders(cfg: Config, split: str, settings=None):
     """The switch's extraction loaders (test pipeline, GT loaded first, no shuffle) over
-    the training scenes and over the ``split`` scenes, and the switch's settings."""
+    the training scenes and over the ``split`` scenes, and the switch's settings
+    (default: the config's)."""
     from mmengine.runner import Runner
 
     from mmdeblora.engine.debias import extraction_loader_cfg, innermost_dataset
@@ -311,7 +334,7 @@ def detection_loaders(cfg: Config, split: str):
     key = f'{split}_dataloader'
     if not cfg.get(key):
         raise ValueError(f'the config has no {key} (--split {split})')
-    settings = settings_from_config(cfg)[0]
+    settings = settings or settings_from_config(cfg)[0]
     train = extraction_loader_cfg(cfg, settings)
     evaluation = copy.deepcopy(train)
     evaluation['dataset'] = copy.deepcopy(innermost_dataset(dict(cfg[key].dataset)))
@@ -363,12 +386,18 @@ def class_counts(y: Tensor, classes) -> Dict[str, int]:
     return dict(zip(classes, counts))
 
 
-def diagnose_detection(cfg: Config, model, oracle, split: str, k: int, seed: int) -> dict:
+def diagnose_detection(cfg: Config, model, oracle, split: str, k: int, seed: int,
+                       settings=None) -> dict:
     """Numbers 1-6 on the GT-box RoI features of both detectors (same scenes for both)."""
-    train_loader, eval_loader, settings = detection_loaders(cfg, split)
+    from mmdeblora.engine import build_pool_loader, extract_features
+    train_loader, eval_loader, settings = detection_loaders(cfg, split, settings)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmrotate')):
+        pool_loader = build_pool_loader(cfg, settings)
     classes = list(train_loader.dataset.metainfo['classes'])
     feats = {name: dict(train=extract_detection(m, train_loader),
-                        eval=extract_detection(m, eval_loader))
+                        eval=extract_detection(m, eval_loader),
+                        pool=None if pool_loader is None else extract_features(
+                            m, pool_loader, pool='avg', normalize=False, progress=False)[0])
              for name, m in (('model', model), ('oracle', oracle))}
     train_y, eval_y = feats['model']['train'][1], feats['model']['eval'][1]
     for part, y in (('train', train_y), ('eval', eval_y)):
@@ -383,7 +412,7 @@ def diagnose_detection(cfg: Config, model, oracle, split: str, k: int, seed: int
                switch_settings=switch_settings_record(settings))
     for name, f in feats.items():
         out[name] = side_numbers(f['train'], f['eval'], classes, groups, siblings, k, seed,
-                                 settings)
+                                 settings, f['pool'])
     m, o = out['model'], out['oracle']
     out['prechecks'] = {  # 1: informative; the pre-check is the table's tail mAP gap
         '1_gt_roi_tail_f1_gap': o['own']['tail_f1'] - m['own']['tail_f1'],
@@ -456,6 +485,9 @@ def format_report(res: dict) -> str:
                 f"{'PASS' if ok['b'] else 'fail'}")
     rows.append(f"premise c (mean d(h_c) / d(train mean) < 1): "
                 f"{p['c_center_mean_ratio']:.3f} {'PASS' if ok['c'] else 'fail'}")
+    if mp.get('pool_instances'):
+        rows.append(f"(b, c: K-means also on {mp['pool_instances']} unlabelled cluster-pool "
+                    'instances)')
     return '\n'.join(rows)
 
 
@@ -635,7 +667,7 @@ def main() -> None:
             raise FileNotFoundError(f'checkpoint {path!r} does not exist')
     res = diagnose(cfg, load_model(cfg, args.checkpoint),
                    load_model(oracle_cfg, args.oracle_checkpoint), args.split, args.k,
-                   args.seed)
+                   args.seed, args.cluster_pool)
     res.update(config=args.config, checkpoint=args.checkpoint,
                oracle_config=args.oracle_config, oracle_checkpoint=args.oracle_checkpoint)
     print(format_report(res))

@@ -57,11 +57,16 @@ ROWS: 'OrderedDict[str, Tuple[str, str, Dict[str, object]]]' = OrderedDict([
     ('lora_deblora', ('LoRA + debLoRA', 'bias_lora_deblora.py', {})),
     ('lora_deblora_l0', ('LoRA + debLoRA, lambda 0 (control)', 'bias_lora_deblora.py',
                          {'DebLoRAHook.loss_weight': 0.0})),
+    ('lora_deblora_pool', ('LoRA + debLoRA, unlabelled cluster pool',
+                           'bias_lora_deblora_pool.py', {})),
     ('oracle', ('LoRA, balanced training data (oracle, reference)', 'bias_lora_oracle.py',
                 {})),
 ])
-DEFAULT_ROWS = [r for r in ROWS if r != 'oracle']
+# the oracle is a reference; the pool row needs a pool (train_balanced, the oracle's images)
+DEFAULT_ROWS = [r for r in ROWS if r not in ('oracle', 'lora_deblora_pool')]
 PAIRS = [('lora_deblora', 'lora'), ('lora_deblora', 'lora_deblora_l0'),
+         ('lora_deblora_pool', 'lora'), ('lora_deblora_pool', 'lora_deblora_l0'),
+         ('lora_deblora_pool', 'lora_deblora'),
          ('clora_deblora', 'clora'), ('lora_logit_adjust_deblora', 'lora_logit_adjust')]
 SCORES = (('head_f1', 'Head'), ('middle_f1', 'Middle'), ('tail_f1', 'Tail'),
           ('macro_f1', 'All'))

@@ -42,7 +42,8 @@ from mmdeblora.deblora.settings import check_bool, check_keys, check_number
 from mmdeblora.models.debias_mixin import DebiasModel
 from mmdeblora.utils.atomic import atomic_path, atomic_write_text
 from mmdeblora.visualization.embedding import METHODS
-from ..debias import DebiasSettings, build_extraction_loader, debias_model, preflight
+from ..debias import (DebiasSettings, build_extraction_loader, build_pool_loader, debias_model,
+                      preflight, preflight_pool)
 from ..debias_report import log_result, result_scalars, save_result
 from ..optim import build_schedulers, follow_trainable_set, stage2_optim_cfg
 from ..stage2 import hook_options, measure_reach, split_options  # noqa: F401 (public here too)
@@ -146,7 +147,7 @@ class DebLoRAHook(Hook):
         self.plot_max_points = plot_max_points
         self.save_switch_checkpoint = save_switch_checkpoint
         self.stage, self.state, self.switched_at = 1, None, None
-        self._loader = None
+        self._loader = self._pool_loader = None
 
     @staticmethod
     def _model(runner):
@@ -173,6 +174,9 @@ class DebLoRAHook(Hook):
             try:
                 self._loader = build_extraction_loader(runner.cfg, self.settings)
                 preflight(model, self._loader, self.settings)
+                self._pool_loader = build_pool_loader(runner.cfg, self.settings)
+                if self._pool_loader is not None:
+                    preflight_pool(model, self._pool_loader, self.settings)
                 self._dry_build_stage2_optim(runner)
                 if self.replay:
                     from ..replay import check_replay_source
@@ -215,9 +219,11 @@ class DebLoRAHook(Hook):
         if self.save_switch_checkpoint:
             self._save_stage1(runner)
         loader = self._loader or build_extraction_loader(runner.cfg, self.settings)
+        pool = self._pool_loader or build_pool_loader(runner.cfg, self.settings)
         result = debias_model(self._model(runner), loader, self.settings,
-                              log_fn=runner.logger.info)
-        self._loader, self.switched_at = None, runner.epoch
+                              log_fn=runner.logger.info, pool_loader=pool)
+        self._loader = self._pool_loader = None
+        self.switched_at = runner.epoch
         log_result(result, runner.logger.info, runner.logger.warning)
         runner.visualizer.add_scalars(result_scalars(result), step=runner.iter)
         if dist.is_main_process():

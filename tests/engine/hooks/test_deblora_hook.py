@@ -317,6 +317,26 @@ def test_augment_mode_through_the_switch(toy_root, tmp_path):
     assert hook_of(runner).reach == []  # no adapter pulled: nothing to measure
 
 
+def test_cluster_pool_joins_the_clustering_without_its_labels(toy_root, tmp_path):
+    """cluster_pool: the GT instances of the pool's scenes (here the first 3 training
+    images) join K-means and the cluster sizes, not the class counts."""
+    cfg = make_cfg(toy_root, tmp_path, 'pool', 2)
+    cfg.custom_hooks[0].update(cluster_pool=dict(indices=3))
+    runner, _ = make_runner(cfg)
+    runner.train()
+    st = hook_of(runner).state
+    rows = list(csv.DictReader(open(osp.join(tmp_path, 'deblora', 'counts.csv'))))
+    pool = sum(int(r['unlabelled']) for r in rows)
+    # the pool's instances: the GT boxes of the first 3 of the 6 training images
+    ds = runner.train_dataloader.dataset
+    expected = sum(len(ds.get_data_info(i)['instances']) for i in range(3))
+    assert 0 < pool == int(st.unlabelled_counts.sum()) == expected
+    assert int(st.counts.sum()) == sum(len(ds.get_data_info(i)['instances'])
+                                       for i in range(len(ds)))
+    assert sum(int(r['size']) for r in rows) == int(st.counts.sum()) + pool
+    assert DebiasState.load(osp.join(tmp_path, 'deblora')).unlabelled_counts.sum() == pool
+
+
 def test_warns_when_stage2_does_not_reach_its_targets(toy_root, tmp_path):
     """lr 0 in stage 2: nothing moves, the calibrated gap stays at 1, and the run says so."""
     cfg = make_cfg(toy_root, tmp_path, 'frozen', 2)
@@ -424,6 +444,12 @@ CASES = [
     ('replay without a feature loss', _hook(mode='augment', replay=2), ValueError,
      'DebLoRAHook.replay=2 feeds the feature loss'),
     ('replay count', _hook(replay=1.5), TypeError, 'DebLoRAHook.replay must be an integer'),
+    ('cluster pool shape', _hook(cluster_pool='val'), TypeError,
+     'DebLoRAHook.cluster_pool must be a non-empty dict'),
+    ('cluster pool pipeline', _hook(cluster_pool=dict(pipeline=[])), ValueError,
+     'DebLoRAHook.cluster_pool takes the extraction pipeline'),
+    ('cluster pool that cannot be built', _hook(cluster_pool=dict(data_root='/nonexistent')),
+     ValueError, r'DebLoRAHook.cluster_pool=.*(cannot be built|holds no instance)'),
 ]
 
 
