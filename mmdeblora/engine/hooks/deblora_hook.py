@@ -3,11 +3,11 @@
 Before the first iteration (``before_run``) it checks every option, that the model
 implements the de-biasing interface (``mmdeblora.models.DebiasModel``) on a
 ``LoRABackbone``, that the new adapter can be built, that some class will be calibrated,
-and dry-runs the feature extraction on one batch. At the start of epoch ``switch_epoch``
-it saves the final stage-1 model (``stage1_final.pth``), runs the runner-free
-de-biasing step (``mmdeblora.engine.debias.debias_model``), reports it (log, visualizer
-scalars, ``work_dir/deblora/`` with an embedding plot), lets the model enter its own stage
-2 (``enter_debias_stage``) and keeps DDP and the optimizer in step
+and dry-runs the feature extraction on one batch (of the ``cluster_pool`` too). At the
+start of epoch ``switch_epoch`` it saves the final stage-1 model (``stage1_final.pth``),
+runs the runner-free de-biasing step (``mmdeblora.engine.debias.debias_model``), reports
+it (log, visualizer scalars, ``work_dir/deblora/`` with an embedding plot), lets the model
+enter its own stage 2 (``enter_debias_stage``) and keeps DDP and the optimizer in step
 (``mmdeblora.engine.optim``; a stage-2 optimizer and schedule of its own when
 ``stage2_optim_wrapper`` / ``stage2_param_scheduler`` are given). At the end of every
 stage-2 epoch it reports the target reach: the mean gaps of the epoch's training batches
@@ -109,7 +109,8 @@ class DebLoRAHook(Hook):
         **options: the de-biasing step's options (``DebiasSettings``: ``num_clusters``,
             ``kmeans``, ``weighting``, ``alpha_mode``, ``alpha``, ``alpha_max``,
             ``groups``, ``calibrate_groups``, ``pool``, ``normalize``, ``renormalize``,
-            ``max_per_class``, ...) and the model's stage 2 (``Stage2Settings``:
+            ``max_per_class``, ``cluster_pool``: unlabelled instances that join K-means,
+            ...) and the model's stage 2 (``Stage2Settings``:
             ``mode``, ``adapter_name``, ``adapter_cfg``, ``stage1_adapters``,
             ``loss_weight``, ``hold_weight``, ``loss_normalize``, ``freeze_neck``,
             ``freeze_backbone_extra``, ...).
